@@ -1,0 +1,239 @@
+"""Name or handle -> a frozen, pretrained feature extractor.
+
+Every backbone has one surface (`Backbone`): its input size, a description of
+its preprocessing, its feature size, an identity for the cache, and `features`,
+a function from float32 images in [0, 1] to feature vectors. Three sources:
+
+  * a TF Hub handle or URL, loaded with `hub.load` (honours TFHUB_CACHE_DIR);
+  * a local SavedModel folder that follows TF Hub's image feature-vector
+    contract (float32 [batch, height, width, 3] in [0, 1] -> [batch, features]);
+  * `keras:NAME`, a `keras.applications` model with include_top=False and
+    pooling='avg'; weights 'imagenet' (resolved through KERAS_HOME as Keras does),
+    'none' (random, seeded) or a weights file.
+"""
+
+import dataclasses
+import hashlib
+import os
+import re
+import urllib.error
+
+import tensorflow as tf
+
+from bottleneck import errors
+
+KERAS_PREFIX = 'keras:'
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasSpec:
+  constructor: str  # Name in keras.applications.
+  preprocess_module: str  # keras.applications.<this>.preprocess_input
+  image_size: int  # The size its ImageNet weights were trained at.
+
+
+KERAS_MODELS = {
+    'mobilenet': KerasSpec('MobileNet', 'mobilenet', 224),
+    'mobilenet_v2': KerasSpec('MobileNetV2', 'mobilenet_v2', 224),
+    'mobilenet_v3_small': KerasSpec('MobileNetV3Small', 'mobilenet_v3', 224),
+    'mobilenet_v3_large': KerasSpec('MobileNetV3Large', 'mobilenet_v3', 224),
+    'efficientnet_b0': KerasSpec('EfficientNetB0', 'efficientnet', 224),
+    'efficientnetv2_b0': KerasSpec('EfficientNetV2B0', 'efficientnet_v2', 224),
+    'inception_v3': KerasSpec('InceptionV3', 'inception_v3', 299),
+    'resnet50': KerasSpec('ResNet50', 'resnet50', 224),
+    'xception': KerasSpec('Xception', 'xception', 299),
+    'densenet121': KerasSpec('DenseNet121', 'densenet', 224),
+}
+# TF Hub's common input size, for modules that accept any size and whose handle
+# does not say (most handles end in _224 or the like, which is used instead).
+_HUB_DEFAULT_SIZE = 224
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """A frozen feature extractor.
+
+  Attributes:
+    name: what the user passed: 'keras:NAME', a TF Hub handle or a folder.
+    image_size: (height, width) of the images it takes.
+    feature_dim: length of its feature vectors.
+    preprocessing: how [0, 1] pixels are mapped to its input, in words.
+    identity: hex digest of name, weights, input size and preprocessing; two
+      backbones share cached vectors only if their identities are equal.
+    module: the object that owns the variables (a Keras model or a loaded
+      SavedModel); an export must keep a reference to it.
+    features: tf.function, float32 [batch, height, width, 3] in [0, 1] ->
+      float32 [batch, feature_dim].
+  """
+  name: str
+  image_size: tuple
+  feature_dim: int
+  preprocessing: str
+  identity: str
+  module: object
+  features: object
+
+
+def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0):
+  """Loads a backbone by name; see the module docstring for the kinds of name.
+
+  Args:
+    name: 'keras:NAME', a TF Hub handle or URL, or a SavedModel folder.
+    keras_weights: for keras: names, 'imagenet', 'none' or a weights file.
+    image_size: input size to use; 0 for the backbone's own.
+    seed: seeds random weights for keras_weights='none', so that two runs build
+      the same backbone (and share the cache).
+
+  Returns:
+    A `Backbone`.
+
+  Raises:
+    errors.UsageError: unknown keras name, missing weights file or folder.
+    errors.ModelError: the backbone cannot be downloaded or loaded, or does not
+      follow the feature-vector contract.
+  """
+  if name.startswith(KERAS_PREFIX):
+    return _load_keras(name, keras_weights, image_size, seed)
+  return _load_savedmodel(name, image_size)
+
+
+def _load_keras(name, weights, image_size, seed):
+  import keras  # pylint: disable=g-import-not-at-top
+  short = name[len(KERAS_PREFIX):]
+  if short not in KERAS_MODELS:
+    raise errors.UsageError(
+        f'Unknown backbone {name!r}. Known keras: backbones: '
+        f'{", ".join(KERAS_PREFIX + k for k in KERAS_MODELS)}.')
+  spec = KERAS_MODELS[short]
+  size = image_size or spec.image_size
+  if weights == 'none':
+    keras.utils.set_random_seed(seed)
+    weights_arg = None
+  elif weights == 'imagenet':
+    weights_arg = 'imagenet'
+  elif os.path.isfile(weights):
+    weights_arg = weights
+  else:
+    raise errors.UsageError(
+        f'--keras_weights {weights!r} is not imagenet, none or an existing '
+        'weights file.')
+  constructor = getattr(keras.applications, spec.constructor)
+  try:
+    model = constructor(include_top=False, weights=weights_arg, pooling='avg',
+                        input_shape=(size, size, 3))
+  except Exception as e:  # Keras raises a bare Exception for failed downloads.
+    if 'URL fetch failure' not in str(e):
+      raise errors.ModelError(
+          f'Cannot build {name} with weights {weights!r}: {e}') from e
+    file_name = re.search(r'/([^/\s:]+\.h5)', str(e))
+    keras_home = os.environ.get('KERAS_HOME',
+                                os.path.join(os.path.expanduser('~'), '.keras'))
+    raise errors.ModelError(
+        f'Cannot download the ImageNet weights of {name} (no network?). Put '
+        f'{file_name.group(1) if file_name else "the weights file"} into '
+        f'{os.path.join(keras_home, "models")} (set KERAS_HOME to use another '
+        'folder), or pass --keras_weights=/path/to/weights.h5.') from e
+  preprocess_module = getattr(keras.applications, spec.preprocess_module)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, size, size, 3], tf.float32)])
+  def features(images):
+    return model(preprocess_module.preprocess_input(images * 255.0),
+                 training=False)
+
+  preprocessing = (f'keras.applications.{spec.preprocess_module}.'
+                   'preprocess_input(255 * image)')
+  return _finish(name, name, (size, size), preprocessing, model, features,
+                 [v.numpy() for v in model.weights])
+
+
+def _load_savedmodel(name, image_size):
+  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+  is_url = '://' in name or name.startswith('@')
+  if not is_url and not os.path.isdir(name):
+    raise errors.UsageError(
+        f'--tfhub_module {name!r} is not keras:NAME, a TF Hub URL or handle, '
+        'or an existing SavedModel folder.')
+  try:
+    module = hub.load(name)
+  except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+    cache_dir = os.environ.get('TFHUB_CACHE_DIR', '(unset: hub uses a temp folder)')
+    raise errors.ModelError(
+        f'Cannot download TF Hub module {name} ({e}); this machine may be '
+        'offline. Either download the module where there is a network, unpack '
+        'its .tar.gz and pass that folder as --tfhub_module, or set '
+        'TFHUB_CACHE_DIR to a folder where it was cached before (now: '
+        f'{cache_dir}). --tfhub_module keras:mobilenet_v2 with --keras_weights '
+        'PATH is another offline choice.') from e
+  except (OSError, ValueError, tf.errors.OpError) as e:
+    raise errors.ModelError(f'Cannot load {name} as a SavedModel: {e}') from e
+  if not callable(module):
+    raise errors.ModelError(
+        f'{name} is not callable: it looks like a TF1 Hub module. Use the TF2 '
+        'SavedModel version of the feature vector.')
+  size = image_size or _hub_image_size(name, module)
+  call_kwargs = {'training': False} if _takes_training(module) else {}
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, size, size, 3], tf.float32)])
+  def features(images):
+    return module(images, **call_kwargs)
+
+  # A local folder is known by its contents, not its path, so that moving it
+  # keeps the cache; a handle names fixed contents.
+  pb_path = os.path.join(name, 'saved_model.pb')
+  if is_url:
+    id_name, graph = name, []
+  else:
+    with open(pb_path, 'rb') as f:
+      id_name, graph = 'savedmodel', [f.read()]
+  return _finish(name, id_name, (size, size),
+                 'none: [0, 1] in (TF Hub contract)', module, features,
+                 graph + [v.numpy() for v in getattr(module, 'variables', [])])
+
+
+def _hub_image_size(name, module):
+  """The module's fixed input size, else the size its handle names, else 224."""
+  for fn in getattr(module.__call__, 'concrete_functions', []):
+    args = fn.structured_input_signature[0]
+    if args and isinstance(args[0], tf.TensorSpec):
+      shape = args[0].shape
+      if shape.rank == 4 and shape[1] and shape[1] == shape[2]:
+        return int(shape[1])
+  match = re.search(r'_(\d{3})(?:/|$|_)', name)
+  return int(match.group(1)) if match else _HUB_DEFAULT_SIZE
+
+
+def _takes_training(module):
+  for fn in getattr(module.__call__, 'concrete_functions', []):
+    if 'training' in fn.structured_input_signature[1]:
+      return True
+    if len(fn.structured_input_signature[0]) > 1:
+      return True
+  return False
+
+
+def _finish(name, id_name, size, preprocessing, module, features, weights):
+  """Traces `features` once to check the contract and builds the Backbone.
+
+  The identity hashes `id_name`, the size, the preprocessing and `weights` (a
+  list of bytes or numpy arrays: everything that decides the features).
+  """
+  try:
+    out = features(tf.zeros([1, size[0], size[1], 3]))
+  except (ValueError, TypeError, tf.errors.OpError) as e:
+    raise errors.ModelError(
+        f'{name} cannot take float32 images [batch, {size[0]}, {size[1]}, 3] '
+        f'in [0, 1] (the TF Hub image feature-vector contract): {e}') from e
+  if not isinstance(out, tf.Tensor) or out.shape.rank != 2:
+    raise errors.ModelError(
+        f'{name} returns {out!r}, not one feature vector per image '
+        '[batch, features]. Use a feature-vector model, not a classifier.')
+  sha = hashlib.sha256()
+  for part in (id_name, str(size), preprocessing):
+    sha.update(part.encode('utf-8', 'surrogateescape') + b'\0')
+  for value in weights:
+    sha.update(value if isinstance(value, bytes) else value.tobytes())
+  return Backbone(name=name, image_size=size, feature_dim=int(out.shape[1]),
+                  preprocessing=preprocessing, identity=sha.hexdigest(),
+                  module=module, features=features)

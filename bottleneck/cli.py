@@ -1,0 +1,65 @@
+"""What retrain.py and label_image.py share: one flag and error reporting.
+
+Library code raises `errors.BottleneckError`; `run` turns it into one line on
+stderr and the error's exit code, so that a user mistake never shows a
+traceback. Any other exception is a bug and keeps its traceback.
+"""
+
+import logging
+import os
+import sys
+
+from absl import flags
+from absl import logging as absl_logging
+
+from bottleneck import config
+from bottleneck import errors
+
+# Both tools take --saved_model_dir: retrain.py writes the export there and
+# label_image.py reads it, and they must agree on the default.
+flags.DEFINE_string(
+    'saved_model_dir', config.DEFAULT_SAVED_MODEL_DIR,
+    'Folder of the exported SavedModel (backbone, preprocessing, head, labels).')
+
+
+class _LibraryInfoFilter(logging.Filter):
+  """Drops INFO lines that TensorFlow and Keras log through absl.
+
+  Saving a SavedModel alone logs a line of hundreds of renamed inputs; a person
+  reading retrain.py's output (or cron's mail) wants this project's lines.
+  """
+  _NOISY = tuple(os.sep + name + os.sep for name in
+                 ('tensorflow', 'keras', 'tf_keras', 'tensorflow_hub'))
+
+  def filter(self, record):
+    return (record.levelno >= logging.WARNING or
+            not any(part in record.pathname for part in self._NOISY))
+
+
+def quiet_library_logs():
+  """Keeps TensorFlow's and Keras's own INFO lines out of the output."""
+  logging.getLogger('tensorflow').setLevel(logging.WARNING)
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
+    handler.addFilter(_LibraryInfoFilter())
+
+
+def run(program, work):
+  """Calls work() and maps what it raises to an exit code.
+
+  Args:
+    program: the tool's name, printed before error messages.
+    work: a function of no arguments that returns an exit code or None.
+
+  Returns:
+    The exit code: work()'s, or the raised error's.
+  """
+  quiet_library_logs()
+  try:
+    return work() or errors.EXIT_OK
+  except errors.BottleneckError as e:
+    print(f'{program}: error: {e}', file=sys.stderr)
+    return e.exit_code
+  except KeyboardInterrupt:
+    print(f'{program}: interrupted', file=sys.stderr)
+    return 130

@@ -1,0 +1,182 @@
+"""Backbone + head -> a SavedModel, a labels file and a frozen graph.
+
+The SavedModel holds everything needed to label a photo: the backbone, its
+preprocessing, the head and the labels. Its signatures:
+
+  serving_default: image_bytes string [batch] (JPEG, PNG, BMP, GIF, WebP files)
+                   -> probabilities float32 [batch, classes]
+  serving_images:  images float32 [batch, height, width, 3] in [0, 1]
+                   -> probabilities float32 [batch, classes]
+
+and its assets/ folder holds labels.txt (one label per line, class-index order)
+and bottleneck.json (labels, input size, backbone, preprocessing).
+
+The frozen graph keeps retrain.py's contract: input `Placeholder`, float32
+[batch, height, width, 3] in [0, 1], output `final_result` (--final_tensor_name),
+so clients written for retrain.py keep working.
+
+Every output is written beside its destination and renamed into place, so a
+reader sees the previous complete file or the new complete one.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
+
+# Files written here get the permissions open() would give (mkstemp's are 0600).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+METADATA_FILE = 'bottleneck.json'
+LABELS_FILE = 'labels.txt'
+FORMAT_VERSION = 1
+
+
+class Classifier(tf.Module):
+  """The exported model: backbone features -> softmax head."""
+
+  def __init__(self, backbone, head, asset_dir):
+    super().__init__()
+    self.backbone = backbone.module
+    self._features = backbone.features
+    self._size = backbone.image_size
+    self.head_weights = tf.Variable(head.weights, trainable=False)
+    self.head_biases = tf.Variable(head.biases, trainable=False)
+    self.labels_file = tf.saved_model.Asset(os.path.join(asset_dir, LABELS_FILE))
+    self.metadata_file = tf.saved_model.Asset(
+        os.path.join(asset_dir, METADATA_FILE))
+
+  def probabilities(self, images):
+    """float32 [batch, height, width, 3] in [0, 1] -> [batch, classes]."""
+    logits = tf.matmul(self._features(images), self.head_weights)
+    return tf.nn.softmax(logits + self.head_biases)
+
+  def decode(self, image_bytes):
+    """string [batch] of image files -> float32 [batch, height, width, 3]."""
+    def one(data):
+      image = tf.io.decode_image(data, channels=3, dtype=tf.float32,
+                                 expand_animations=False)
+      return tf.image.resize(image, self._size, antialias=True)
+    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
+        [*self._size, 3], tf.float32))
+
+
+def save_model(backbone, head, labels, saved_model_dir, *, metadata):
+  """Writes the SavedModel (see the module docstring) and swaps it into place.
+
+  Args:
+    backbone: a `backbones.Backbone`.
+    head: a `head.Head`.
+    labels: list of str, in class-index order.
+    saved_model_dir: destination folder; an earlier export there is replaced.
+    metadata: dict of JSON values added to assets/bottleneck.json.
+  """
+  parent = os.path.dirname(os.path.abspath(saved_model_dir))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  try:
+    asset_dir = os.path.join(staging, 'staged_assets')
+    os.makedirs(asset_dir)
+    _write_text(os.path.join(asset_dir, LABELS_FILE), labels_text(labels))
+    _write_text(os.path.join(asset_dir, METADATA_FILE), json.dumps(dict(
+        metadata, format=FORMAT_VERSION, labels=list(labels),
+        image_size=list(backbone.image_size), backbone=backbone.name,
+        backbone_identity=backbone.identity,
+        preprocessing=backbone.preprocessing,
+        input='float32 [batch, height, width, 3] in [0, 1]'), indent=2))
+    model = Classifier(backbone, head, asset_dir)
+    height, width = backbone.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve_bytes(image_bytes):
+      return {'probabilities': model.probabilities(model.decode(image_bytes))}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, height, width, 3], tf.float32)])
+    def serve_images(images):
+      return {'probabilities': model.probabilities(images)}
+
+    model_dir = os.path.join(staging, 'model')
+    tf.saved_model.save(model, model_dir, signatures={
+        'serving_default': serve_bytes, 'serving_images': serve_images})
+    _swap_into_place(model_dir, saved_model_dir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_into_place(new_dir, final_dir):
+  """Replaces final_dir by new_dir with renames only (same file system)."""
+  if not os.path.exists(final_dir):
+    os.rename(new_dir, final_dir)
+    return
+  old = new_dir + '.old'
+  os.rename(final_dir, old)
+  os.rename(new_dir, final_dir)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def write_frozen_graph(backbone, head, path, *, final_tensor_name):
+  """Writes a frozen GraphDef with retrain.py's input and output names.
+
+  Args:
+    backbone: a `backbones.Backbone`.
+    head: a `head.Head`.
+    path: the .pb file to write.
+    final_tensor_name: name of the output node (retrain.py's 'final_result').
+  """
+  weights = tf.constant(head.weights)
+  biases = tf.constant(head.biases)
+  height, width = backbone.image_size
+
+  # The input spec's name becomes the placeholder's node name.
+  @tf.function(input_signature=[tf.TensorSpec(
+      [None, height, width, 3], tf.float32, name='Placeholder')])
+  def classify(images):
+    logits = tf.matmul(backbone.features(images), weights) + biases
+    return tf.identity(tf.nn.softmax(logits), name=final_tensor_name)
+
+  frozen = convert_to_constants.convert_variables_to_constants_v2(
+      classify.get_concrete_function())
+  _write_bytes(path, frozen.graph.as_graph_def().SerializeToString())
+
+
+def labels_text(labels):
+  """One label per line, class-index order, as retrain.py wrote them."""
+  return ''.join(label + '\n' for label in labels)
+
+
+def write_labels(labels, path):
+  """Writes the labels file atomically."""
+  _write_text(path, labels_text(labels))
+
+
+def write_json(value, path):
+  """Writes a JSON file atomically."""
+  _write_text(path, json.dumps(value, indent=2, sort_keys=True) + '\n')
+
+
+def _write_text(path, text):
+  _write_bytes(path, text.encode('utf-8', 'surrogateescape'))
+
+
+def _write_bytes(path, data):
+  """Writes beside `path`, fsyncs, and renames over it."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
+                             dir=directory)
+  try:
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise

@@ -1,0 +1,179 @@
+"""Load an export of retrain.py and label images with it.
+
+Two kinds of export: the SavedModel folder (labels, input size and
+preprocessing come from the model itself) and retrain.py's frozen graph with
+its labels file (input float32 [batch, height, width, 3] in [0, 1]).
+"""
+
+import dataclasses
+import glob
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from bottleneck import decode
+from bottleneck import errors
+from bottleneck import export
+from bottleneck import images
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A classifier ready to use.
+
+  Attributes:
+    labels: list of str, class-index order.
+    image_size: (height, width) it takes.
+    classify: float32 numpy [batch, height, width, 3] in [0, 1] ->
+      float32 numpy [batch, len(labels)] probabilities.
+  """
+  labels: list
+  image_size: tuple
+  classify: object
+
+
+def load_saved_model(path):
+  """Loads a SavedModel folder written by retrain.py.
+
+  Raises:
+    errors.ModelError: the folder is missing or is not such an export.
+  """
+  if not os.path.isdir(path):
+    raise errors.ModelError(
+        f'Model folder {path} not found. Pass --saved_model_dir the folder that '
+        'retrain.py exported to, or --graph and --labels for a frozen graph.')
+  meta_path = os.path.join(path, 'assets', export.METADATA_FILE)
+  if not os.path.isfile(os.path.join(path, 'saved_model.pb')):
+    raise errors.ModelError(f'{path} is not a SavedModel (no saved_model.pb).')
+  try:
+    with open(meta_path, encoding='utf-8') as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.ModelError(
+        f'{path} is not an export of retrain.py: cannot read {meta_path} '
+        f'({e}).') from e
+  if meta.get('format', 0) > export.FORMAT_VERSION:
+    raise errors.ModelError(
+        f'{path} was exported by a newer version (format {meta["format"]}); '
+        'update bottleneck to read it.')
+  try:
+    signature = tf.saved_model.load(path).signatures['serving_images']
+  except (KeyError, OSError, ValueError, tf.errors.OpError) as e:
+    raise errors.ModelError(f'Cannot load the model in {path}: {e}') from e
+
+  def classify(batch):
+    return signature(images=tf.constant(batch))['probabilities'].numpy()
+
+  return _checked(LoadedModel(list(meta['labels']), tuple(meta['image_size']),
+                              classify), path)
+
+
+def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
+                      output_layer='final_result'):
+  """Loads a frozen GraphDef (retrain.py's --output_graph) and its labels.
+
+  Raises:
+    errors.ModelError: a file is missing or not what it should be.
+  """
+  try:
+    with open(graph_path, 'rb') as f:
+      graph_def = tf.compat.v1.GraphDef.FromString(f.read())
+    with open(labels_path, encoding='utf-8') as f:
+      labels = [line.rstrip('\n') for line in f if line.strip()]
+  except OSError as e:
+    raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
+  except Exception as e:  # protobuf's DecodeError has no common base with OSError.
+    raise errors.ModelError(f'{graph_path} is not a frozen GraphDef: {e}') from e
+
+  def imports():
+    tf.compat.v1.import_graph_def(graph_def, name='')
+
+  try:
+    wrapped = tf.compat.v1.wrap_function(imports, [])
+    inputs = wrapped.graph.get_tensor_by_name(input_layer + ':0')
+    outputs = wrapped.graph.get_tensor_by_name(output_layer + ':0')
+    fn = wrapped.prune(inputs, outputs)
+  except (KeyError, ValueError, tf.errors.OpError) as e:
+    raise errors.ModelError(
+        f'{graph_path} has no usable {input_layer!r} -> {output_layer!r} '
+        f'(--input_layer, --output_layer): {e}') from e
+  shape = inputs.shape
+  if shape.rank != 4 or not shape[1] or not shape[2]:
+    raise errors.ModelError(f'{graph_path}: input {input_layer} has shape '
+                            f'{shape}, not [batch, height, width, 3].')
+
+  def classify(batch):
+    return fn(tf.constant(batch)).numpy()
+
+  return _checked(LoadedModel(labels, (int(shape[1]), int(shape[2])), classify),
+                  graph_path)
+
+
+def _checked(model, where):
+  """Runs the model once to check that labels and outputs agree."""
+  probe = np.zeros([1, *model.image_size, 3], np.float32)
+  classes = model.classify(probe).shape[-1]
+  if classes != len(model.labels):
+    raise errors.ModelError(
+        f'{where}: the model gives {classes} classes but its labels file has '
+        f'{len(model.labels)} labels; use the labels written with this model.')
+  return model
+
+
+def find_images(pattern):
+  """A file, a folder (searched recursively for images) or a glob -> paths.
+
+  Raises:
+    errors.DataError: nothing matches.
+  """
+  if os.path.isfile(pattern):
+    return [pattern]
+  if os.path.isdir(pattern):
+    paths = sorted(os.path.join(root, name)
+                   for root, _, names in os.walk(pattern)
+                   for name in names if images.is_image_file(name))
+  else:
+    paths = sorted(p for p in glob.glob(pattern, recursive=True)
+                   if os.path.isfile(p))
+  if not paths:
+    raise errors.DataError(
+        f'No image found at {pattern!r}. Pass --image a file, a folder or a '
+        f'glob such as "photos/*.jpg" (extensions {", ".join(images.IMAGE_EXTENSIONS)}).')
+  return paths
+
+
+def label_images(model, paths, *, top_k, batch_size=32):
+  """Labels image files in batches.
+
+  Args:
+    model: a `LoadedModel`.
+    paths: list of file paths.
+    top_k: how many (label, score) pairs to keep per image.
+    batch_size: images per model call.
+
+  Yields:
+    (path, result) in input order: result is a list of (label, float score),
+    best first, or an `errors.DecodeError` for a file that cannot be used.
+  """
+  batch = []
+
+  def run(batch):
+    scores = model.classify(np.stack([pixels for _, pixels in batch]))
+    for (path, _), row in zip(batch, scores):
+      best = np.argsort(-row, kind='stable')[:top_k]
+      yield path, [(model.labels[i], float(row[i])) for i in best]
+
+  for path, pixels in zip(paths, decode.load_images(paths, model.image_size)):
+    if isinstance(pixels, errors.DecodeError):
+      yield from run(batch) if batch else ()
+      batch = []
+      yield path, pixels
+      continue
+    batch.append((path, pixels.astype(np.float32) / 255.0))
+    if len(batch) == batch_size:
+      yield from run(batch)
+      batch = []
+  if batch:
+    yield from run(batch)

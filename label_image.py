@@ -1,0 +1,109 @@
+r"""Label images with a model exported by retrain.py.
+
+  python label_image.py --image photo.jpg
+  python label_image.py --image photos/ --output_format csv
+  python label_image.py --image 'photos/*/*.jpg' --output_format json
+  python label_image.py --graph /tmp/output_graph.pb \
+      --labels /tmp/output_labels.txt --image photo.jpg
+
+With no model flag it reads the SavedModel that retrain.py exports by default.
+The input size and preprocessing come from the model itself.
+"""
+
+import csv
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Hide TF's C++ start-up noise.
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from bottleneck import cli
+from bottleneck import config
+from bottleneck import errors
+from bottleneck import predict
+
+flags.DEFINE_string('image', None,
+                    'Image file, folder of images, or glob ("photos/*.jpg").')
+flags.DEFINE_string('graph', None,
+                    'Frozen graph (retrain.py --output_graph) to use instead '
+                    'of --saved_model_dir.')
+flags.DEFINE_string('labels', config.RETRAIN_DEFAULTS['output_labels'],
+                    'Labels file of --graph.')
+flags.DEFINE_string('input_layer', 'Placeholder', 'Input node of --graph.')
+flags.DEFINE_string('output_layer', config.RETRAIN_DEFAULTS['final_tensor_name'],
+                    'Output node of --graph.')
+flags.DEFINE_integer('top_k', config.DEFAULT_TOP_K,
+                     'How many labels to print per image.')
+flags.DEFINE_enum('output_format', 'text', config.OUTPUT_FORMATS,
+                  'text: "label score" lines (one line per image for several '
+                  'images); json; csv.')
+flags.DEFINE_integer('batch_size', 32, 'Images per model call.')
+
+FLAGS = flags.FLAGS
+
+
+def _label(extra_images):
+  """Labels --image and any further arguments (an unquoted glob expands)."""
+  patterns = ([FLAGS.image] if FLAGS.image else []) + list(extra_images)
+  if not patterns:
+    raise errors.UsageError('--image is required: an image file, a folder or '
+                            'a glob.')
+  if FLAGS.top_k < 1 or FLAGS.batch_size < 1:
+    raise errors.UsageError('--top_k and --batch_size must be >= 1.')
+  paths = [path for pattern in patterns
+           for path in predict.find_images(pattern)]
+  if FLAGS.graph:
+    model = predict.load_frozen_graph(
+        FLAGS.graph, FLAGS.labels, input_layer=FLAGS.input_layer,
+        output_layer=FLAGS.output_layer)
+  else:
+    model = predict.load_saved_model(FLAGS.saved_model_dir)
+  results = predict.label_images(model, paths, top_k=FLAGS.top_k,
+                                 batch_size=FLAGS.batch_size)
+  labelled = _print(results, FLAGS.output_format, single=len(paths) == 1)
+  if not labelled and len(paths) == 1:
+    return errors.EXIT_NO_DATA  # Its one-line error is printed already.
+  if not labelled:
+    raise errors.DataError(f'None of the {len(paths)} images could be '
+                           'labelled; see the lines above.')
+  return errors.EXIT_OK
+
+
+def _print(results, output_format, *, single):
+  """Prints results to stdout and errors to stderr; returns how many labelled."""
+  labelled = 0
+  records = []
+  writer = csv.writer(sys.stdout)
+  if output_format == 'csv':
+    writer.writerow(['image', 'rank', 'label', 'score'])
+  for path, result in results:
+    if isinstance(result, errors.DecodeError):
+      print(f'label_image.py: error: {result}', file=sys.stderr)
+      records.append({'image': path, 'error': result.reason})
+      continue
+    labelled += 1
+    records.append({'image': path, 'predictions': [
+        {'label': label, 'score': score} for label, score in result]})
+    if output_format == 'csv':
+      writer.writerows([path, rank, label, f'{score:.6f}']
+                       for rank, (label, score) in enumerate(result, 1))
+    elif output_format == 'text' and single:
+      print('\n'.join(f'{label} {score:.5f}' for label, score in result))
+    elif output_format == 'text':
+      print(f'{path}: ' + ', '.join(f'{label} {score:.5f}'
+                                    for label, score in result))
+    sys.stdout.flush()
+  if output_format == 'json':
+    print(json.dumps(records, indent=2))
+  return labelled
+
+
+def main(argv):
+  return cli.run('label_image.py', lambda: _label(argv[1:]))
+
+
+if __name__ == '__main__':
+  app.run(main)

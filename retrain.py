@@ -1,0 +1,93 @@
+r"""Train an image classifier on your photos from a frozen pretrained backbone.
+
+  python retrain.py --image_dir photos/
+
+`photos/` holds one subfolder of images per class. Each photo goes through the
+backbone once; its bottleneck vector is cached in HDF5 under --bottleneck_dir,
+so later runs only pay for new or changed photos. A softmax head is then trained
+on the cached vectors in seconds, and the model is exported to
+--saved_model_dir (SavedModel), --output_labels and --output_graph (retrain.py's
+frozen graph). See README.md for every flag and the exit codes.
+"""
+
+import dataclasses
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Hide TF's C++ start-up noise.
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from bottleneck import cli
+from bottleneck import config
+from bottleneck import pipeline
+
+_D = config.RETRAIN_DEFAULTS
+
+flags.DEFINE_string('image_dir', None,
+                    'Folder with one subfolder of images per class.')
+flags.DEFINE_string('bottleneck_dir', _D['bottleneck_dir'],
+                    'Folder of the bottleneck cache (HDF5 files).')
+flags.DEFINE_string(
+    'tfhub_module', _D['tfhub_module'],
+    'Backbone: a TF Hub handle or URL, a local SavedModel folder (TF Hub image '
+    'feature-vector contract), or keras:NAME for keras.applications models.')
+flags.DEFINE_string(
+    'keras_weights', _D['keras_weights'],
+    'Weights of a keras: backbone: imagenet (through KERAS_HOME), none, or the '
+    'path of a weights file.')
+flags.DEFINE_integer('image_size', _D['image_size'],
+                     'Input size of the backbone; 0 for its own.')
+flags.DEFINE_float('testing_percentage', _D['testing_percentage'],
+                   'Percentage of photos held out for the final test.')
+flags.DEFINE_float('validation_percentage', _D['validation_percentage'],
+                   'Percentage of photos used for validation during training.')
+flags.DEFINE_integer('how_many_training_steps',
+                     _D['how_many_training_steps'],
+                     'Training steps of the softmax head.')
+flags.DEFINE_float('learning_rate', _D['learning_rate'],
+                   'Learning rate of the head (plain gradient descent).')
+flags.DEFINE_integer('train_batch_size', _D['train_batch_size'],
+                     'Photos per training step.')
+flags.DEFINE_integer('eval_step_interval', _D['eval_step_interval'],
+                     'Evaluate and log every this many steps.')
+flags.DEFINE_integer('validation_batch_size', _D['validation_batch_size'],
+                     'Validation photos per evaluation; -1 for all.')
+flags.DEFINE_integer('test_batch_size', _D['test_batch_size'],
+                     'Test photos for the final test; -1 for all.')
+flags.DEFINE_bool('print_misclassified_test_images',
+                  _D['print_misclassified_test_images'],
+                  'List the test photos the model gets wrong.')
+flags.DEFINE_string('final_tensor_name', _D['final_tensor_name'],
+                    'Name of the output node in the frozen graph.')
+flags.DEFINE_string('output_labels', _D['output_labels'],
+                    'Labels file to write, one label per line.')
+flags.DEFINE_string('output_graph', _D['output_graph'],
+                    'Frozen graph to write (retrain.py format); empty to skip.')
+flags.DEFINE_string('summaries_dir', _D['summaries_dir'],
+                    'TensorBoard logs; each run adds a subfolder. Empty to '
+                    'skip.')
+flags.DEFINE_integer('random_seed', _D['random_seed'],
+                     'Seed of every random choice; equal seeds repeat a run.')
+flags.DEFINE_integer('cache_batch_size', _D['cache_batch_size'],
+                     'Photos per backbone call in the cache stage.')
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+  """The parsed flags as a `config.RetrainConfig` (which checks them)."""
+  return config.RetrainConfig(**{
+      f.name: FLAGS[f.name].value
+      for f in dataclasses.fields(config.RetrainConfig)})
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  return cli.run('retrain.py',
+                 lambda: pipeline.retrain(config_from_flags()) and None)
+
+
+if __name__ == '__main__':
+  app.run(main)

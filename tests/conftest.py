@@ -1,0 +1,89 @@
+"""Shared test fixtures: generated photos, a tiny TF Hub-style backbone, CLI runners.
+
+Nothing here needs a network: the backbone is a SavedModel of global average
+pooling (TF Hub's make_image_classifier test does the same), and the photos are
+noisy solid colours written into temporary folders.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging
+from absl.testing import flagsaver
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+import label_image
+import retrain
+
+flags.FLAGS.mark_as_parsed()
+# Under app.run absl logs INFO; tests read those lines through caplog.
+logging.set_verbosity(logging.INFO)
+
+COLOURS = {'red': (200, 40, 40), 'green': (40, 190, 40), 'blue': (40, 40, 210)}
+SHARED_DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared',
+                           'data')
+
+
+def write_photos(root, colours=None, *, per_class=20, size=(48, 64), seed=0,
+                 ext='.jpg'):
+  """Writes per_class noisy solid-colour photos into root/<class>/.
+
+  Returns:
+    dict from class name to the list of written paths.
+  """
+  rng = np.random.default_rng(seed)
+  written = {}
+  for name, colour in (colours or COLOURS).items():
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    written[name] = []
+    for i in range(per_class):
+      pixels = np.clip(np.array(colour) + rng.normal(0, 20, (*size, 3)), 0, 255)
+      path = os.path.join(folder, f'photo_{i:03d}{ext}')
+      Image.fromarray(pixels.astype(np.uint8)).save(path)
+      written[name].append(path)
+  return written
+
+
+class _GlobalAveragePooling(tf.Module):
+  """The smallest model that follows the image feature-vector contract."""
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+  def __call__(self, images):
+    return tf.reduce_mean(images, axis=[1, 2])
+
+
+@pytest.fixture(scope='session')
+def hub_module(tmp_path_factory):
+  """Path of a TF Hub-style SavedModel: [b, 32, 32, 3] in [0, 1] -> [b, 3]."""
+  path = str(tmp_path_factory.mktemp('hub') / 'gap')
+  tf.saved_model.save(_GlobalAveragePooling(), path)
+  return path
+
+
+@pytest.fixture
+def outputs(tmp_path):
+  """Every output flag of retrain.py pointed into tmp_path."""
+  return dict(bottleneck_dir=str(tmp_path / 'bottlenecks'),
+              saved_model_dir=str(tmp_path / 'model'),
+              output_labels=str(tmp_path / 'labels.txt'),
+              output_graph=str(tmp_path / 'graph.pb'),
+              summaries_dir=str(tmp_path / 'logs'))
+
+
+def run_retrain(**flag_values):
+  """Runs retrain.main() in-process with these flags; returns the exit code."""
+  with flagsaver.flagsaver(**flag_values):
+    return retrain.main(['retrain.py'])
+
+
+def run_label_image(*extra_args, **flag_values):
+  """Runs label_image.main() in-process; returns the exit code."""
+  with flagsaver.flagsaver(**flag_values):
+    return label_image.main(['label_image.py', *extra_args])

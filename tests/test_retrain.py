@@ -1,0 +1,188 @@
+"""End-to-end tests of retrain.py and label_image.py through main(), in-process."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bottleneck import errors
+from bottleneck import export
+import conftest
+
+# A quick schedule for the 3-feature pooling backbone: its features are small
+# (colour means in [0, 1]), so it wants a larger step than retrain.py's 0.01.
+FAST = dict(how_many_training_steps=300, learning_rate=1.0)
+
+
+def exported_metadata(saved_model_dir):
+  with open(os.path.join(saved_model_dir, 'assets', export.METADATA_FILE)) as f:
+    return json.load(f)
+
+
+def test_retrain_then_label_image(tmp_path, hub_module, outputs, capsys,
+                                  caplog):
+  caplog.set_level(logging.INFO)
+  photos = conftest.write_photos(tmp_path / 'photos')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module, **outputs, **FAST) == 0
+  meta = exported_metadata(outputs['saved_model_dir'])
+  assert meta['test_accuracy'] >= 0.9
+  assert meta['labels'] == ['blue', 'green', 'red']
+  assert meta['image_size'] == [32, 32]
+  assert 'Final test accuracy = 100.0%' in caplog.text
+  with open(outputs['output_labels']) as f:
+    assert f.read() == 'blue\ngreen\nred\n'
+
+  capsys.readouterr()
+  assert conftest.run_label_image(
+      image=photos['green'][0],
+      saved_model_dir=outputs['saved_model_dir']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 3  # --top_k 5, capped at the 3 classes.
+  assert lines[0].split()[0] == 'green'
+  scores = [float(line.split()[-1]) for line in lines]
+  assert scores == sorted(scores, reverse=True) and scores[0] > 0.9
+
+  # The frozen graph keeps retrain.py's contract and gives the same answer.
+  assert conftest.run_label_image(
+      image=photos['red'][1], graph=outputs['output_graph'],
+      labels=outputs['output_labels']) == 0
+  assert capsys.readouterr().out.splitlines()[0].split()[0] == 'red'
+
+
+def test_random_labels_do_not_reach_the_accuracy_floor(tmp_path, hub_module,
+                                                       outputs):
+  # Every photo has a random colour, so the folder names carry no signal.
+  rng = np.random.default_rng(1)
+  for name in ('a', 'b', 'c'):
+    for i in range(40):
+      colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+      conftest.write_photos(tmp_path / 'photos', {name: colour}, per_class=1,
+                            seed=i * 7 + ord(name))
+      os.rename(tmp_path / 'photos' / name / 'photo_000.jpg',
+                tmp_path / 'photos' / name / f'random_{i}.jpg')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module, **outputs, **FAST) == 0
+  assert exported_metadata(outputs['saved_model_dir'])['test_accuracy'] < 0.9
+
+
+def test_second_run_computes_nothing_and_keeps_old_logs(tmp_path, hub_module,
+                                                        outputs, caplog):
+  caplog.set_level(logging.INFO)
+  conftest.write_photos(tmp_path / 'photos')
+  flags = dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
+               **outputs, **FAST)
+  assert conftest.run_retrain(**flags) == 0
+  assert 'reused 0, computed 60' in caplog.text
+  caplog.clear()
+  assert conftest.run_retrain(**flags) == 0
+  assert 'reused 60, computed 0' in caplog.text
+  runs = os.listdir(outputs['summaries_dir'])
+  assert len(runs) == 2
+  for run in runs:
+    assert os.listdir(os.path.join(outputs['summaries_dir'], run, 'train'))
+
+
+def test_same_seed_repeats_a_run_exactly(tmp_path, hub_module, outputs):
+  conftest.write_photos(tmp_path / 'photos')
+  flags = dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
+               **outputs, how_many_training_steps=50, learning_rate=1.0)
+  weights = []
+  for _ in range(2):
+    assert conftest.run_retrain(**flags) == 0
+    model = tf.saved_model.load(outputs['saved_model_dir'])
+    weights.append(model.head_weights.numpy())
+  np.testing.assert_array_equal(weights[0], weights[1])
+
+
+def test_saved_model_serves_encoded_images(tmp_path, hub_module, outputs):
+  photos = conftest.write_photos(tmp_path / 'photos')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module, **outputs, **FAST) == 0
+  model = tf.saved_model.load(outputs['saved_model_dir'])
+  with open(photos['blue'][0], 'rb') as f, open(photos['red'][0], 'rb') as g:
+    data = tf.constant([f.read(), g.read()])
+  probabilities = model.signatures['serving_default'](image_bytes=data)[
+      'probabilities'].numpy()
+  assert probabilities.shape == (2, 3)
+  assert probabilities.argmax(axis=1).tolist() == [0, 2]  # blue, red
+
+
+def test_keras_backbone_end_to_end(tmp_path, outputs):
+  conftest.write_photos(tmp_path / 'photos', per_class=6)
+  assert conftest.run_retrain(
+      image_dir=str(tmp_path / 'photos'), tfhub_module='keras:mobilenet_v2',
+      keras_weights='none', image_size=96, how_many_training_steps=5,
+      **outputs) == 0
+  assert exported_metadata(outputs['saved_model_dir'])['image_size'] == [96, 96]
+  assert conftest.run_label_image(
+      image=str(tmp_path / 'photos' / 'red'),
+      saved_model_dir=outputs['saved_model_dir']) == 0
+
+
+@pytest.mark.parametrize('flag_values, code, message', [
+    (dict(testing_percentage=-1), errors.EXIT_USAGE, '--testing_percentage'),
+    (dict(testing_percentage=60, validation_percentage=40), errors.EXIT_USAGE,
+     'below 100'),
+    (dict(train_batch_size=0), errors.EXIT_USAGE, '--train_batch_size'),
+    (dict(tfhub_module='keras:no_such_net'), errors.EXIT_USAGE,
+     'Known keras: backbones'),
+    (dict(tfhub_module='/no/such/folder'), errors.EXIT_USAGE,
+     'existing SavedModel folder'),
+])
+def test_bad_flags_are_refused(tmp_path, hub_module, outputs, capsys,
+                               flag_values, code, message):
+  conftest.write_photos(tmp_path / 'photos', per_class=3)
+  flags = dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
+               **outputs)
+  flags.update(flag_values)
+  assert conftest.run_retrain(**flags) == code
+  err = capsys.readouterr().err
+  assert err.startswith('retrain.py: error: ') and message in err
+  assert not os.path.exists(outputs['saved_model_dir'])
+
+
+def test_data_problems_exit_without_a_model(tmp_path, hub_module, outputs,
+                                            capsys):
+  flags = dict(tfhub_module=hub_module, **outputs)
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'missing'),
+                              **flags) == errors.EXIT_NO_DATA
+  assert 'not found' in capsys.readouterr().err
+
+  conftest.write_photos(tmp_path / 'one', {'only': (1, 2, 3)}, per_class=3)
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'one'),
+                              **flags) == errors.EXIT_NO_DATA
+  assert 'at least two' in capsys.readouterr().err
+
+  conftest.write_photos(tmp_path / 'clash', {'Sun_Flower': (1, 2, 3),
+                                             'sun flower': (3, 2, 1)},
+                        per_class=3)
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'clash'),
+                              **flags) == errors.EXIT_NO_DATA
+  err = capsys.readouterr().err
+  assert "'Sun_Flower'" in err and "'sun flower'" in err
+
+  # A class whose every file fails to decode.
+  conftest.write_photos(tmp_path / 'broken', per_class=3)
+  for name in os.listdir(tmp_path / 'broken' / 'red'):
+    (tmp_path / 'broken' / 'red' / name).write_text('not a photo')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'broken'),
+                              **flags) == errors.EXIT_NO_DATA
+  assert 'No usable image' in capsys.readouterr().err
+  assert not os.path.exists(outputs['saved_model_dir'])
+
+
+def test_undecodable_files_are_skipped_and_listed(tmp_path, hub_module,
+                                                  outputs, caplog):
+  caplog.set_level(logging.INFO)
+  conftest.write_photos(tmp_path / 'photos')
+  (tmp_path / 'photos' / 'red' / 'notes.jpg').write_text('<html></html>')
+  (tmp_path / 'photos' / 'red' / 'empty.png').write_bytes(b'')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module, **outputs, **FAST) == 0
+  assert 'Skipped 2 file(s)' in caplog.text
+  assert 'notes.jpg: not an image' in caplog.text
+  assert 'empty.png: empty file' in caplog.text
