@@ -126,8 +126,9 @@ def _load_keras(name, weights, image_size, seed):
       raise errors.ModelError(
           f'Cannot build {name} with weights {weights!r}: {e}') from e
     file_name = re.search(r'/([^/\s:]+\.h5)', str(e))
-    keras_home = os.environ.get('KERAS_HOME',
-                                os.path.join(os.path.expanduser('~'), '.keras'))
+    # Keras reads KERAS_HOME once, when it is imported; ask it what it uses.
+    from keras.src.backend import config as keras_config  # pylint: disable=g-import-not-at-top
+    keras_home = keras_config.keras_home()
     raise errors.ModelError(
         f'Cannot download the ImageNet weights of {name} (no network?). Put '
         f'{file_name.group(1) if file_name else "the weights file"} into '

@@ -62,13 +62,24 @@ def decode_image(data, size, *, name='<bytes>'):
       img = img.resize((width, height), Image.BILINEAR)
       return np.asarray(img, dtype=np.uint8)
   except UnidentifiedImageError as e:
-    raise errors.DecodeError(
-        name, 'not an image in a known format (JPEG, PNG, BMP, GIF, WebP); '
-        f'it starts with {data[:12]!r}') from e
+    kind = _claimed_format(data)
+    raise errors.DecodeError(name, (
+        f'cannot decode image: a damaged {kind} file' if kind else
+        'not an image in a known format (JPEG, PNG, BMP, GIF, WebP); it '
+        f'starts with {data[:12]!r}')) from e
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
           EOFError) as e:
     # Pillow reports unknown formats, truncated data and bombs through these.
     raise errors.DecodeError(name, f'cannot decode image ({e})') from e
+
+
+_MAGIC = ((b'\xff\xd8', 'JPEG'), (b'\x89PNG', 'PNG'), (b'GIF8', 'GIF'),
+          (b'BM', 'BMP'), (b'RIFF', 'WebP'))
+
+
+def _claimed_format(data):
+  """The format a file's first bytes claim, or None."""
+  return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
 
 
 def _to_rgb(img):

@@ -63,8 +63,9 @@ def find_photos(image_dir):
     image_dir: folder with one subfolder per class.
 
   Returns:
-    (labels, photos): labels is a list of str in class-index order; photos is a
-    list of `Photo` (digest not yet set), sorted by class and then key.
+    (labels, photos): labels is the sorted list of str labels, in class-index
+    order; photos is a list of `Photo` (digest not yet set), sorted by class
+    and then key.
 
   Raises:
     errors.DataError: the folder is missing, two folders give one label, a
@@ -95,7 +96,7 @@ def find_photos(image_dir):
           f'Class folders {by_label[label]!r} and {folder!r} in {image_dir} both '
           f'give the label {label!r}; rename or merge one of them.')
     by_label[label] = folder
-  labels = list(by_label)
+  labels = sorted(by_label)  # By label, so that letter case cannot reorder.
   photos = []
   for index, label in enumerate(labels):
     class_dir = os.path.join(image_dir, by_label[label])

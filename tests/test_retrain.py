@@ -3,14 +3,15 @@
 import json
 import logging
 import os
+import sys
 
+import conftest
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bottleneck import errors
 from bottleneck import export
-import conftest
 
 # A quick schedule for the 3-feature pooling backbone: its features are small
 # (colour means in [0, 1]), so it wants a larger step than retrain.py's 0.01.
@@ -186,3 +187,7 @@ def test_undecodable_files_are_skipped_and_listed(tmp_path, hub_module,
   assert 'Skipped 2 file(s)' in caplog.text
   assert 'notes.jpg: not an image' in caplog.text
   assert 'empty.png: empty file' in caplog.text
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__]))

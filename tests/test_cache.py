@@ -1,0 +1,89 @@
+"""Tests of the bottleneck cache: keys, reuse, recomputation, separation."""
+
+import os
+import shutil
+import sys
+
+import conftest
+import h5py
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from bottleneck import backbones
+from bottleneck import cache
+from bottleneck import images
+
+
+def cache_folder(root, backbone, bottleneck_dir):
+  _, photos = images.find_photos(str(root))
+  photos, _ = images.digest_photos(photos)
+  return cache.cache_bottlenecks(photos, backbone, str(bottleneck_dir),
+                                 batch_size=4)
+
+
+def test_reuse_edit_rename_delete(tmp_path, hub_module):
+  backbone = backbones.load_backbone(hub_module)
+  written = conftest.write_photos(tmp_path / 'photos', per_class=5)
+  first = cache_folder(tmp_path / 'photos', backbone, tmp_path / 'bn')
+  assert (first.reused, first.computed) == (0, 15)
+  assert first.vectors.shape == (15, 3) and first.vectors.dtype == np.float32
+  again = cache_folder(tmp_path / 'photos', backbone, tmp_path / 'bn')
+  assert (again.reused, again.computed) == (15, 0)
+  np.testing.assert_array_equal(first.vectors, again.vectors)
+
+  Image.new('RGB', (20, 20), (0, 0, 0)).save(written['red'][0])  # Edited.
+  os.rename(written['red'][1], written['red'][1] + '.moved.jpg')  # Renamed.
+  os.remove(written['blue'][0])  # Deleted.
+  later = cache_folder(tmp_path / 'photos', backbone, tmp_path / 'bn')
+  assert (later.reused, later.computed) == (13, 1)
+  assert len(later.photos) == 14
+  edited = [p.path for p in later.photos].index(written['red'][0])
+  np.testing.assert_allclose(later.vectors[edited], 0, atol=1e-6)
+
+
+def test_byte_identical_photos_are_computed_once(tmp_path, hub_module):
+  backbone = backbones.load_backbone(hub_module)
+  written = conftest.write_photos(tmp_path / 'photos', per_class=3)
+  shutil.copy(written['red'][0], tmp_path / 'photos' / 'green' / 'copy.jpg')
+  result = cache_folder(tmp_path / 'photos', backbone, tmp_path / 'bn')
+  assert (result.reused, result.computed, len(result.photos)) == (0, 9, 10)
+
+
+class _Max(tf.Module):
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3],
+                                              tf.float32)])
+  def __call__(self, images):
+    return tf.reduce_max(images, axis=[1, 2])
+
+
+def test_backbones_never_share_vectors(tmp_path):
+  conftest.write_photos(tmp_path / 'photos', per_class=3)
+  tf.saved_model.save(_Max(), str(tmp_path / 'max'))
+  first = backbones.load_backbone(str(tmp_path / 'max'), image_size=32)
+  second = backbones.load_backbone(str(tmp_path / 'max'), image_size=16)
+  cache_folder(tmp_path / 'photos', first, tmp_path / 'bn')
+  other = cache_folder(tmp_path / 'photos', second, tmp_path / 'bn')
+  assert (other.reused, other.computed) == (0, 9)
+  files = sorted(os.listdir(tmp_path / 'bn'))
+  assert len(files) == 2
+  with h5py.File(cache.cache_path(str(tmp_path / 'bn'), second), 'r') as f:
+    assert f.attrs['identity'] == second.identity
+    assert list(f.attrs['image_size']) == [16, 16]
+    assert f['vectors'].shape == (9, 3) and f['digests'].shape == (9,)
+
+
+def test_undecodable_photos_are_skipped_with_a_reason(tmp_path, hub_module):
+  backbone = backbones.load_backbone(hub_module)
+  conftest.write_photos(tmp_path / 'photos', per_class=3)
+  (tmp_path / 'photos' / 'red' / 'zero.jpg').write_bytes(b'')
+  result = cache_folder(tmp_path / 'photos', backbone, tmp_path / 'bn')
+  assert len(result.photos) == 9
+  assert [(os.path.basename(p), r) for p, r in result.skipped] == [
+      ('zero.jpg', 'empty file (0 bytes)')]
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__]))

@@ -1,0 +1,77 @@
+"""Tests of the softmax head on vectors made for the purpose."""
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from bottleneck import head as head_lib
+
+SCHEDULE = head_lib.Schedule(steps=400, learning_rate=0.5, train_batch_size=50,
+                             eval_step_interval=100, validation_batch_size=-1)
+
+
+def clusters(rng, labels, dim=16):
+  centres = np.eye(4, dim) * 3
+  return (centres[labels] + rng.normal(0, 1, (len(labels), dim))).astype(
+      np.float32)
+
+
+def accuracy(head, vectors, labels):
+  return np.mean(head.probabilities(vectors).argmax(axis=1) == labels)
+
+
+def test_learns_separable_classes_and_logs_like_retrain_py(caplog):
+  caplog.set_level(logging.INFO)
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 4, 800)
+  vectors = clusters(rng, labels)
+  head = head_lib.train_head((vectors[:600], labels[:600]),
+                             (vectors[600:700], labels[600:700]),
+                             num_classes=4, schedule=SCHEDULE, seed=0)
+  assert head.weights.shape == (16, 4) and head.biases.shape == (4,)
+  assert accuracy(head, vectors[700:], labels[700:]) >= 0.9
+  probabilities = head.probabilities(vectors[:5])
+  np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+  for line in ('Step 0: Train accuracy = ', 'Step 399: Cross entropy = ',
+               'Step 100: Validation accuracy = ', '(N=100)'):
+    assert line in caplog.text
+
+
+def test_random_labels_stay_near_chance():
+  rng = np.random.default_rng(1)
+  vectors = clusters(rng, rng.integers(0, 4, 800))
+  labels = rng.integers(0, 4, 800)  # Unrelated to the vectors.
+  head = head_lib.train_head((vectors[:600], labels[:600]),
+                             (vectors[600:700], labels[600:700]),
+                             num_classes=4, schedule=SCHEDULE, seed=0)
+  assert accuracy(head, vectors[700:], labels[700:]) < 0.5
+
+
+def test_seed_decides_the_result(tmp_path):
+  rng = np.random.default_rng(2)
+  labels = rng.integers(0, 4, 300)
+  vectors = clusters(rng, labels)
+  schedule = head_lib.Schedule(steps=20, learning_rate=0.5, train_batch_size=10,
+                               eval_step_interval=10, validation_batch_size=5)
+  runs = [head_lib.train_head((vectors, labels), (vectors, labels),
+                              num_classes=4, schedule=schedule, seed=seed,
+                              summaries_dir=str(tmp_path / str(i)))
+          for i, seed in enumerate((7, 7, 8))]
+  np.testing.assert_array_equal(runs[0].weights, runs[1].weights)
+  assert not np.array_equal(runs[0].weights, runs[2].weights)
+  assert (tmp_path / '0' / 'train').is_dir()
+  assert (tmp_path / '0' / 'validation').is_dir()
+
+
+def test_sample_takes_the_whole_set_when_asked_for_as_many():
+  rng = np.random.default_rng(0)
+  assert head_lib.sample(rng, 3, 100).tolist() == [0, 1, 2]
+  assert head_lib.sample(rng, 5, -1).tolist() == [0, 1, 2, 3, 4]
+  drawn = head_lib.sample(rng, 50, 10)
+  assert len(drawn) == 10 and drawn.max() < 50
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__]))

@@ -1,0 +1,127 @@
+"""Real photos and real ImageNet weights from ../shared/data.
+
+These tests fail, never skip, when ../shared/data is missing: they are the ones
+that prove the pipeline reaches real accuracy. About 2 minutes on 2 cores.
+"""
+
+import collections
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import conftest
+import pytest
+
+from bottleneck import export
+from bottleneck import images
+
+FLOWERS = os.path.join(conftest.SHARED_DATA, 'flower_photos')
+WEIGHTS = os.path.join(conftest.SHARED_DATA, 'weights',
+                       'mobilenet_v2_1.0_224_no_top.weights.h5')
+LEGACY_WEIGHTS = os.path.join(
+    conftest.SHARED_DATA, 'weights',
+    'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# ../shared/data/README.md: an honest pipeline clears 0.85 with these weights;
+# random weights reach about 0.25-0.30.
+ACCURACY_FLOOR = 0.85
+
+
+@pytest.fixture(scope='module', autouse=True)
+def shared_data():
+  for path in (FLOWERS, WEIGHTS, LEGACY_WEIGHTS):
+    if not os.path.exists(path):
+      pytest.fail(f'{path} is missing: the real-data tests need ../shared/data '
+                  'beside the repository (see ../shared/data/README.md).')
+
+
+def split_of_flowers():
+  _, photos = images.find_photos(FLOWERS)
+  photos, skipped = images.digest_photos(photos)
+  assert not skipped
+  return photos, images.split_photos(photos, testing_percentage=10,
+                                     validation_percentage=10)
+
+
+def test_duplicate_sunflowers_stay_on_one_side_of_the_split():
+  photos, splits = split_of_flowers()
+  where = {p.path: name for name, members in splits.items() for p in members}
+  copies = collections.defaultdict(list)
+  for p in photos:
+    copies[p.digest].append(p.path)
+  groups = [paths for paths in copies.values() if len(paths) > 1]
+  assert len(groups) >= 2  # The README names two pairs in sunflowers/.
+  for paths in groups:
+    assert len({where[p] for p in paths}) == 1, paths
+
+
+def test_flowers_reach_the_floor_and_label_image_agrees(tmp_path, capsys,
+                                                        caplog):
+  caplog.set_level(logging.INFO)
+  outputs = dict(bottleneck_dir=str(tmp_path / 'bn'),
+                 saved_model_dir=str(tmp_path / 'model'),
+                 output_labels=str(tmp_path / 'labels.txt'),
+                 output_graph=str(tmp_path / 'graph.pb'),
+                 summaries_dir=str(tmp_path / 'logs'))
+  flags = dict(image_dir=FLOWERS, tfhub_module='keras:mobilenet_v2',
+               keras_weights=WEIGHTS, **outputs)
+  assert conftest.run_retrain(**flags) == 0
+  with open(os.path.join(outputs['saved_model_dir'], 'assets',
+                         export.METADATA_FILE)) as f:
+    accuracy = json.load(f)['test_accuracy']
+  assert accuracy >= ACCURACY_FLOOR
+  assert 'computed 1,998' in caplog.text  # 2,000 photos, two are copies.
+
+  caplog.clear()
+  assert conftest.run_retrain(**flags) == 0
+  assert 'reused 2,000, computed 0' in caplog.text
+
+  _, splits = split_of_flowers()
+  test_photos = splits['testing']
+  for model_flags in (dict(saved_model_dir=outputs['saved_model_dir']),
+                      dict(graph=outputs['output_graph'],
+                           labels=outputs['output_labels'])):
+    capsys.readouterr()
+    assert conftest.run_label_image(
+        *[p.path for p in test_photos[1:]], image=test_photos[0].path,
+        output_format='json', top_k=1, **model_flags) == 0
+    records = json.loads(capsys.readouterr().out)
+    labels = open(outputs['output_labels']).read().split('\n')
+    correct = sum(labels.index(r['predictions'][0]['label']) == p.label
+                  for r, p in zip(records, test_photos))
+    # The same decoder and the same weights: the same answers, up to float
+    # rounding that could flip a near tie.
+    assert abs(correct / len(test_photos) - accuracy) <= 0.01, model_flags
+
+
+def test_imagenet_weights_resolve_through_keras_home(tmp_path):
+  """KERAS_HOME is read when Keras is imported, so this runs retrain.py."""
+  (tmp_path / 'keras' / 'models').mkdir(parents=True)
+  os.symlink(LEGACY_WEIGHTS, tmp_path / 'keras' / 'models' /
+             os.path.basename(LEGACY_WEIGHTS))
+  for name in ('daisy', 'roses'):
+    (tmp_path / 'photos' / name).mkdir(parents=True)
+    for file_name in sorted(os.listdir(os.path.join(FLOWERS, name)))[:4]:
+      os.symlink(os.path.join(FLOWERS, name, file_name),
+                 tmp_path / 'photos' / name / file_name)
+  env = dict(os.environ, KERAS_HOME=str(tmp_path / 'keras'))
+  runs = []
+  for weights in ('imagenet', WEIGHTS):
+    runs.append(subprocess.run(
+        [sys.executable, 'retrain.py', f'--image_dir={tmp_path / "photos"}',
+         '--tfhub_module=keras:mobilenet_v2', f'--keras_weights={weights}',
+         f'--bottleneck_dir={tmp_path / "bn"}',
+         f'--saved_model_dir={tmp_path / "model"}',
+         f'--output_labels={tmp_path / "labels.txt"}', '--output_graph=',
+         '--summaries_dir=', '--how_many_training_steps=5'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600))
+    assert runs[-1].returncode == 0, runs[-1].stderr[-2000:]
+  assert 'computed 8' in runs[0].stderr
+  # The legacy file and the Keras 3 file hold the same weights: one identity.
+  assert 'reused 8, computed 0' in runs[1].stderr
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__]))
