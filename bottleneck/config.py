@@ -79,6 +79,8 @@ class RetrainConfig:
     if not self.final_tensor_name.replace('_', '').isalnum():
       problems.append(f'--final_tensor_name is {self.final_tensor_name!r}; '
                       'use letters, digits and underscores.')
+    if not self.output_labels:
+      problems.append('--output_labels must not be empty.')
     if not self.saved_model_dir:
       problems.append('--saved_model_dir must not be empty: label_image.py '
                       'reads the exported model from there.')

@@ -91,7 +91,10 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   @tf.function
   def evaluate(indices):
     logits = tf.matmul(tf.gather(val_x, indices), weights) + biases
-    return _accuracy(logits, tf.gather(val_y, indices))
+    y = tf.gather(val_y, indices)
+    loss = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+    return loss, _accuracy(logits, y)
 
   writers = None
   if summaries_dir:
@@ -108,10 +111,11 @@ def train_head(train, validation, *, num_classes, schedule, seed,
     scalars = {'train': {'accuracy': train_accuracy, 'cross_entropy': loss}}
     if num_val:
       indices = sample(rng, num_val, schedule.validation_batch_size)
-      val_accuracy = evaluate(indices)
+      val_loss, val_accuracy = evaluate(indices)
       logging.info('Step %d: Validation accuracy = %.1f%% (N=%d)', i,
                    val_accuracy * 100, len(indices))
-      scalars['validation'] = {'accuracy': val_accuracy}
+      scalars['validation'] = {'accuracy': val_accuracy,
+                               'cross_entropy': val_loss}
     if writers:
       for name, values in scalars.items():
         with writers[name].as_default():

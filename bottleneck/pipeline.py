@@ -104,7 +104,13 @@ def retrain(config):
   if skipped:
     logging.warning('Skipped %d file(s):\n%s', len(skipped), '\n'.join(
         f'  {path}: {reason}' for path, reason in skipped))
-  logging.info('Done in %.1f s.', time.monotonic() - start)
+  accuracy_text = ('not measured' if test_accuracy is None else
+                   f'{test_accuracy:.1%}')
+  logging.info('Done in %.1f s: %d classes, %s training photos, final test '
+               'accuracy %s, %d file(s) skipped; model in %s.',
+               time.monotonic() - start, len(labels),
+               f'{sizes["training"]:,}', accuracy_text, len(skipped),
+               config.saved_model_dir)
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
                     cached.computed, skipped)
 

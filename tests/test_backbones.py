@@ -67,6 +67,17 @@ def test_keras_backbone_with_random_weights_is_seeded():
   np.testing.assert_allclose(first.features(images), again.features(images))
 
 
+@pytest.mark.parametrize('short', sorted(backbones.KERAS_MODELS))
+def test_every_keras_backbone_builds_and_gives_vectors(short):
+  backbone = backbones.load_backbone(backbones.KERAS_PREFIX + short,
+                                     keras_weights='none', image_size=96)
+  assert backbone.image_size == (96, 96)
+  vectors = backbone.features(np.random.default_rng(0).random(
+      (2, 96, 96, 3), np.float32)).numpy()
+  assert vectors.shape == (2, backbone.feature_dim) and np.isfinite(
+      vectors).all()
+
+
 @pytest.mark.parametrize('name, kwargs, error, message', [
     ('keras:vgg_unknown', {}, errors.UsageError, 'Known keras: backbones'),
     ('keras:mobilenet_v2', {'keras_weights': '/no/such.h5'}, errors.UsageError,
