@@ -1,5 +1,6 @@
 """Tests of backbone loading: TF Hub-style SavedModels, keras: models, errors."""
 
+import hashlib
 import shutil
 import socket
 import sys
@@ -106,13 +107,25 @@ def offline(monkeypatch):
   monkeypatch.setattr(socket, 'getaddrinfo', fail)
 
 
+HANDLE = ('https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/'
+          'feature_vector/5')
+
+
+def test_offline_hub_handle_loads_from_tfhub_cache_dir(offline, tmp_path,
+                                                        monkeypatch,
+                                                        hub_module):
+  # TF Hub caches a handle's download in TFHUB_CACHE_DIR/<sha1 of handle>.
+  monkeypatch.setenv('TFHUB_CACHE_DIR', str(tmp_path))
+  shutil.copytree(hub_module, tmp_path / hashlib.sha1(HANDLE.encode()).hexdigest())
+  backbone = backbones.load_backbone(HANDLE)
+  assert (backbone.name, backbone.feature_dim) == (HANDLE, 3)
+
+
 def test_offline_hub_handle_says_how_to_use_a_local_copy(offline, tmp_path,
                                                          monkeypatch):
   monkeypatch.setenv('TFHUB_CACHE_DIR', str(tmp_path))
   with pytest.raises(errors.ModelError) as raised:
-    backbones.load_backbone(
-        'https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/'
-        'feature_vector/5')
+    backbones.load_backbone(HANDLE)
   message = str(raised.value)
   assert 'TFHUB_CACHE_DIR' in message and str(tmp_path) in message
   assert 'pass that folder as --tfhub_module' in message

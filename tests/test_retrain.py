@@ -99,6 +99,22 @@ def test_same_seed_repeats_a_run_exactly(tmp_path, hub_module, outputs):
   np.testing.assert_array_equal(weights[0], weights[1])
 
 
+def test_misclassified_test_images_and_sampled_batches(tmp_path, hub_module,
+                                                     outputs, caplog):
+  caplog.set_level(logging.INFO)
+  conftest.write_photos(tmp_path / 'photos', per_class=30)
+  # Two classes of one colour: the model must get some test photos wrong.
+  conftest.write_photos(tmp_path / 'photos', {'twin': conftest.COLOURS['red']},
+                        per_class=30, seed=5)
+  assert conftest.run_retrain(
+      image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
+      print_misclassified_test_images=True, test_batch_size=5,
+      validation_batch_size=-1, **outputs, **FAST) == 0
+  assert 'Final test accuracy' in caplog.text and '(N=5)' in caplog.text
+  listed = caplog.text.split('=== MISCLASSIFIED TEST IMAGES ===')[1]
+  assert 'photo_' in listed and (' red' in listed or ' twin' in listed)
+
+
 def test_saved_model_serves_encoded_images(tmp_path, hub_module, outputs):
   photos = conftest.write_photos(tmp_path / 'photos')
   assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
