@@ -8,7 +8,8 @@ preprocessing, the head and the labels. Its signatures:
   serving_images:  images float32 [batch, height, width, 3] in [0, 1]
                    -> probabilities float32 [batch, classes]
 
-and its assets/ folder holds labels.txt (one label per line, class-index order)
+`labels()` returns the labels as a string tensor [classes], and its assets/
+folder holds labels.txt (one label per line, class-index order)
 and bottleneck.json (labels, input size, backbone, preprocessing).
 
 The frozen graph keeps retrain.py's contract: input `Placeholder`, float32
@@ -39,8 +40,9 @@ FORMAT_VERSION = 1
 class Classifier(tf.Module):
   """The exported model: backbone features -> softmax head."""
 
-  def __init__(self, backbone, head, asset_dir):
+  def __init__(self, backbone, head, labels, asset_dir):
     super().__init__()
+    self._labels = list(labels)
     self.backbone = backbone.module
     self._features = backbone.features
     self._size = backbone.image_size
@@ -49,6 +51,11 @@ class Classifier(tf.Module):
     self.labels_file = tf.saved_model.Asset(os.path.join(asset_dir, LABELS_FILE))
     self.metadata_file = tf.saved_model.Asset(
         os.path.join(asset_dir, METADATA_FILE))
+
+  @tf.function(input_signature=[])
+  def labels(self):
+    """string [classes]: the label of each class, in class-index order."""
+    return tf.constant(self._labels)
 
   def probabilities(self, images):
     """float32 [batch, height, width, 3] in [0, 1] -> [batch, classes]."""
@@ -88,7 +95,7 @@ def save_model(backbone, head, labels, saved_model_dir, *, metadata):
         backbone_identity=backbone.identity,
         preprocessing=backbone.preprocessing,
         input='float32 [batch, height, width, 3] in [0, 1]'), indent=2))
-    model = Classifier(backbone, head, asset_dir)
+    model = Classifier(backbone, head, labels, asset_dir)
     height, width = backbone.image_size
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])

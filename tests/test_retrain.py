@@ -126,6 +126,7 @@ def test_saved_model_serves_encoded_images(tmp_path, hub_module, outputs):
       'probabilities'].numpy()
   assert probabilities.shape == (2, 3)
   assert probabilities.argmax(axis=1).tolist() == [0, 2]  # blue, red
+  assert model.labels().numpy().tolist() == [b'blue', b'green', b'red']
 
 
 def test_keras_backbone_end_to_end(tmp_path, outputs):
