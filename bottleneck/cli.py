@@ -44,6 +44,17 @@ def quiet_library_logs():
     handler.addFilter(_LibraryInfoFilter())
 
 
+def parse_flags(argv):
+  """app.run's flags_parser: a malformed flag exits with EXIT_USAGE (absl: 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'{os.path.basename(argv[0])}: error: {e}. Pass --helpshort to see '
+          'the flags.',
+          file=sys.stderr)
+    sys.exit(errors.EXIT_USAGE)
+
+
 def run(program, work):
   """Calls work() and maps what it raises to an exit code.
 

@@ -28,6 +28,8 @@ import tempfile
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
+from bottleneck import errors
+
 # Files written here get the permissions open() would give (mkstemp's are 0600).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -113,6 +115,33 @@ def save_model(backbone, head, labels, saved_model_dir, *, metadata):
     _swap_into_place(model_dir, saved_model_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_destinations(saved_model_dir, files):
+  """Refuses outputs that would replace something that is not an output.
+
+  retrain.py replaces its previous export; it must never delete a folder of
+  the user's that --saved_model_dir happens to name.
+
+  Args:
+    saved_model_dir: the SavedModel folder to be written.
+    files: paths of the files to be written ('' for none).
+
+  Raises:
+    errors.UsageError: saved_model_dir holds something other than an export,
+      or a file path is a folder.
+  """
+  if os.path.exists(saved_model_dir) and (
+      not os.path.isdir(saved_model_dir) or
+      (os.listdir(saved_model_dir) and not os.path.isfile(
+          os.path.join(saved_model_dir, 'assets', METADATA_FILE)))):
+    raise errors.UsageError(
+        f'--saved_model_dir {saved_model_dir} exists and is not a model '
+        'exported by retrain.py; it would be replaced. Pass a new or empty '
+        'folder.')
+  for path in files:
+    if path and os.path.isdir(path):
+      raise errors.UsageError(f'{path} is a folder; pass a file path.')
 
 
 def _swap_into_place(new_dir, final_dir):

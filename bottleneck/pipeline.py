@@ -49,6 +49,8 @@ def retrain(config):
     errors.BottleneckError: something the user can fix; the message says what.
   """
   start = time.monotonic()
+  export.check_destinations(config.saved_model_dir,
+                            [config.output_labels, config.output_graph])
   labels, photos = images.find_photos(config.image_dir)
   backbone = backbones.load_backbone(
       config.tfhub_module, keras_weights=config.keras_weights,

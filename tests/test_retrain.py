@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import subprocess
 import sys
 
 import conftest
@@ -161,6 +162,31 @@ def test_bad_flags_are_refused(tmp_path, hub_module, outputs, capsys,
   err = capsys.readouterr().err
   assert err.startswith('retrain.py: error: ') and message in err
   assert not os.path.exists(outputs['saved_model_dir'])
+
+
+def test_never_replaces_a_folder_that_is_not_an_export(tmp_path, hub_module,
+                                                       outputs, capsys):
+  conftest.write_photos(tmp_path / 'photos', per_class=3)
+  documents = tmp_path / 'Documents'
+  documents.mkdir()
+  (documents / 'thesis.txt').write_text('irreplaceable')
+  outputs['saved_model_dir'] = str(documents)
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module,
+                              **outputs) == errors.EXIT_USAGE
+  assert 'is not a model exported by retrain.py' in capsys.readouterr().err
+  assert (documents / 'thesis.txt').read_text() == 'irreplaceable'
+
+
+def test_malformed_flags_exit_with_the_usage_code():
+  # Flag syntax is checked by app.run, before main(): run the real command.
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for script, flag in (('retrain.py', '--learning_rate=fast'),
+                       ('label_image.py', '--output_format=xml')):
+    run = subprocess.run([sys.executable, script, flag], cwd=repo,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == errors.EXIT_USAGE
+    assert f'{script}: error: flag {flag}' in run.stderr
 
 
 def test_data_problems_exit_without_a_model(tmp_path, hub_module, outputs,
