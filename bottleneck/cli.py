@@ -71,6 +71,12 @@ def run(program, work):
   except errors.BottleneckError as e:
     print(f'{program}: error: {e}', file=sys.stderr)
     return e.exit_code
+  except OSError as e:
+    if e.filename is None:
+      raise  # Not about a path the user gave: a bug, keep the traceback.
+    print(f'{program}: error: cannot use {e.filename}: {e.strerror}. Check the '
+          'path and its permissions.', file=sys.stderr)
+    return errors.EXIT_USAGE
   except KeyboardInterrupt:
     print(f'{program}: interrupted', file=sys.stderr)
     return 130

@@ -178,6 +178,19 @@ def test_never_replaces_a_folder_that_is_not_an_export(tmp_path, hub_module,
   assert (documents / 'thesis.txt').read_text() == 'irreplaceable'
 
 
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, hub_module,
+                                                      outputs, capsys):
+  conftest.write_photos(tmp_path / 'photos', per_class=3)
+  (tmp_path / 'file').write_text('')
+  outputs['bottleneck_dir'] = str(tmp_path / 'file' / 'bottlenecks')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module,
+                              **outputs) == errors.EXIT_USAGE
+  err = capsys.readouterr().err
+  assert err.startswith('retrain.py: error: cannot use ') and 'file' in err
+  assert len(err.strip().splitlines()) == 1
+
+
 def test_malformed_flags_exit_with_the_usage_code():
   # Flag syntax is checked by app.run, before main(): run the real command.
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
