@@ -55,6 +55,27 @@ def test_retrain_then_label_image(tmp_path, hub_module, outputs, capsys,
   assert capsys.readouterr().out.splitlines()[0].split()[0] == 'red'
 
 
+def test_frozen_graph_works_for_a_tf1_session_client(tmp_path, hub_module,
+                                                     outputs):
+  """The way clients of retrain.py's graph ran it: import, feed, fetch."""
+  conftest.write_photos(tmp_path / 'photos')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module, **outputs, **FAST) == 0
+  graph_def = tf.compat.v1.GraphDef()
+  with open(outputs['output_graph'], 'rb') as f:
+    graph_def.ParseFromString(f.read())
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.import_graph_def(graph_def)  # Under the default name scope 'import/'.
+  images = np.zeros([2, 32, 32, 3], np.float32)
+  images[0, ..., 2] = 0.8  # Blue.
+  images[1, ..., 0] = 0.8  # Red.
+  with tf.compat.v1.Session(graph=graph) as session:
+    probabilities = session.run('import/final_result:0',
+                                {'import/Placeholder:0': images})
+  assert probabilities.argmax(axis=1).tolist() == [0, 2]
+
+
 def test_random_labels_do_not_reach_the_accuracy_floor(tmp_path, hub_module,
                                                        outputs):
   # Every photo has a random colour, so the folder names carry no signal.
