@@ -50,21 +50,32 @@ def write_photos(root, colours=None, *, per_class=20, size=(48, 64), seed=0,
   return written
 
 
-class _GlobalAveragePooling(tf.Module):
-  """The smallest model that follows the image feature-vector contract."""
+def save_feature_module(path, *, size=None, reduce=tf.reduce_mean):
+  """Saves the smallest model that follows the image feature-vector contract.
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, 32, 32, 3], tf.float32)])
-  def __call__(self, images):
-    return tf.reduce_mean(images, axis=[1, 2])
+  Args:
+    path: folder to write the SavedModel to.
+    size: its fixed input size, or None to take any size.
+    reduce: pools float32 [b, size, size, 3] over axes [1, 2] to [b, 3].
+
+  Returns:
+    path, as a str.
+  """
+  class Pooling(tf.Module):
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def __call__(self, images):
+      return reduce(images, axis=[1, 2])
+
+  tf.saved_model.save(Pooling(), str(path))
+  return str(path)
 
 
 @pytest.fixture(scope='session')
 def hub_module(tmp_path_factory):
   """Path of a TF Hub-style SavedModel: [b, 32, 32, 3] in [0, 1] -> [b, 3]."""
-  path = str(tmp_path_factory.mktemp('hub') / 'gap')
-  tf.saved_model.save(_GlobalAveragePooling(), path)
-  return path
+  return save_feature_module(tmp_path_factory.mktemp('hub') / 'gap', size=32)
 
 
 @pytest.fixture

@@ -11,14 +11,7 @@ import tensorflow as tf
 
 from bottleneck import backbones
 from bottleneck import errors
-
-
-class _AnySize(tf.Module):
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3],
-                                              tf.float32)])
-  def __call__(self, images):
-    return tf.reduce_max(images, axis=[1, 2])
+import conftest
 
 
 class _FeatureMap(tf.Module):
@@ -46,7 +39,7 @@ def test_hub_style_savedmodel(hub_module, tmp_path):
 
 def test_size_of_a_module_that_takes_any_size(tmp_path):
   for folder, size in (('net_160', 160), ('net', 224)):
-    tf.saved_model.save(_AnySize(), str(tmp_path / folder))
+    conftest.save_feature_module(tmp_path / folder, reduce=tf.reduce_max)
     assert backbones.load_backbone(str(tmp_path / folder)).image_size == (
         size, size)
   sized = backbones.load_backbone(str(tmp_path / 'net'), image_size=64)

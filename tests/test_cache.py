@@ -51,17 +51,9 @@ def test_byte_identical_photos_are_computed_once(tmp_path, hub_module):
   assert (result.reused, result.computed, len(result.photos)) == (0, 9, 10)
 
 
-class _Max(tf.Module):
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3],
-                                              tf.float32)])
-  def __call__(self, images):
-    return tf.reduce_max(images, axis=[1, 2])
-
-
 def test_backbones_never_share_vectors(tmp_path):
   conftest.write_photos(tmp_path / 'photos', per_class=3)
-  tf.saved_model.save(_Max(), str(tmp_path / 'max'))
+  conftest.save_feature_module(tmp_path / 'max', reduce=tf.reduce_max)
   first = backbones.load_backbone(str(tmp_path / 'max'), image_size=32)
   second = backbones.load_backbone(str(tmp_path / 'max'), image_size=16)
   cache_folder(tmp_path / 'photos', first, tmp_path / 'bn')
