@@ -106,6 +106,10 @@ def _print(results, output_format, *, single):
 
 
 def main(argv):
+  # A file name that is not valid UTF-8 is printed as its original bytes
+  # rather than failing the run with UnicodeEncodeError.
+  if hasattr(sys.stdout, 'reconfigure'):
+    sys.stdout.reconfigure(errors='surrogateescape')
   return cli.run('label_image.py', lambda: _label(argv[1:]))
 
 
