@@ -76,25 +76,25 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   biases = tf.Variable(tf.zeros([num_classes]))
   learning_rate = tf.constant(schedule.learning_rate, tf.float32)
 
-  @tf.function
-  def step(indices):
-    x, y = tf.gather(train_x, indices), tf.gather(train_y, indices)
-    with tf.GradientTape() as tape:
-      logits = tf.matmul(x, weights) + biases
-      loss = tf.reduce_mean(
-          tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-    for variable, gradient in zip([weights, biases],
-                                  tape.gradient(loss, [weights, biases])):
-      variable.assign_sub(learning_rate * gradient)  # Plain gradient descent.
-    return loss, _accuracy(logits, y)
-
-  @tf.function
-  def evaluate(indices):
-    logits = tf.matmul(tf.gather(val_x, indices), weights) + biases
-    y = tf.gather(val_y, indices)
+  def loss_and_accuracy(vectors, labels, indices):
+    logits = tf.matmul(tf.gather(vectors, indices), weights) + biases
+    y = tf.gather(labels, indices)
     loss = tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
     return loss, _accuracy(logits, y)
+
+  @tf.function
+  def step(indices):
+    with tf.GradientTape() as tape:
+      loss, accuracy = loss_and_accuracy(train_x, train_y, indices)
+    for variable, gradient in zip([weights, biases],
+                                  tape.gradient(loss, [weights, biases])):
+      variable.assign_sub(learning_rate * gradient)  # Plain gradient descent.
+    return loss, accuracy
+
+  @tf.function
+  def evaluate(indices):
+    return loss_and_accuracy(val_x, val_y, indices)
 
   writers = None
   if summaries_dir:
