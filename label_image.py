@@ -12,16 +12,9 @@ The input size and preprocessing come from the model itself.
 
 import csv
 import json
-import os
 import sys
 
-# TensorFlow's C++ log lines (CUDA probing on a CPU machine) are noise in a
-# terminal and in cron mail; its errors still reach Python as exceptions. Set
-# TF_CPP_MIN_LOG_LEVEL=0 to see them. (Two lines logged while TensorFlow loads
-# only obey the variable when it is set before Python starts.)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 
 from bottleneck import cli
@@ -85,7 +78,7 @@ def _print(results, output_format, *, single):
     writer.writerow(['image', 'rank', 'label', 'score'])
   for path, result in results:
     if isinstance(result, errors.DecodeError):
-      print(f'label_image.py: error: {result}', file=sys.stderr)
+      cli.print_error('label_image.py', result)
       records.append({'image': path, 'error': result.reason})
       continue
     labelled += 1

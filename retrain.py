@@ -11,15 +11,8 @@ frozen graph). See README.md for every flag and the exit codes.
 """
 
 import dataclasses
-import os
 
-# TensorFlow's C++ log lines (CUDA probing on a CPU machine) are noise in a
-# terminal and in cron mail; its errors still reach Python as exceptions. Set
-# TF_CPP_MIN_LOG_LEVEL=0 to see them. (Two lines logged while TensorFlow loads
-# only obey the variable when it is set before Python starts.)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 
 from bottleneck import cli

@@ -1,4 +1,7 @@
-"""What retrain.py and label_image.py share: one flag and error reporting.
+"""What retrain.py and label_image.py share: one flag, log settings, errors.
+
+The tools import this module before any module that imports TensorFlow, so
+that the log level below is set in time.
 
 Library code raises `errors.BottleneckError`; `run` turns it into one line on
 stderr and the error's exit code, so that a user mistake never shows a
@@ -14,6 +17,12 @@ from absl import logging as absl_logging
 
 from bottleneck import config
 from bottleneck import errors
+
+# TensorFlow's C++ log lines (CUDA probing on a CPU machine) are noise in a
+# terminal and in cron mail; its errors still reach Python as exceptions. Set
+# TF_CPP_MIN_LOG_LEVEL=0 to see them. (Two lines logged while TensorFlow loads
+# only obey the variable when it is set before Python starts.)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 # Both tools take --saved_model_dir: retrain.py writes the export there and
 # label_image.py reads it, and they must agree on the default.
@@ -44,14 +53,18 @@ def quiet_library_logs():
     handler.addFilter(_LibraryInfoFilter())
 
 
+def print_error(program, message):
+  """Prints `program: error: message` on stderr: the one form of every error."""
+  print(f'{program}: error: {message}', file=sys.stderr)
+
+
 def parse_flags(argv):
   """app.run's flags_parser: a malformed flag exits with EXIT_USAGE (absl: 1)."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f'{os.path.basename(argv[0])}: error: {e}. Pass --helpshort to see '
-          'the flags.',
-          file=sys.stderr)
+    print_error(os.path.basename(argv[0]),
+                f'{e}. Pass --helpshort to see the flags.')
     sys.exit(errors.EXIT_USAGE)
 
 
@@ -69,13 +82,13 @@ def run(program, work):
   try:
     return work() or errors.EXIT_OK
   except errors.BottleneckError as e:
-    print(f'{program}: error: {e}', file=sys.stderr)
+    print_error(program, e)
     return e.exit_code
   except OSError as e:
     if e.filename is None:
       raise  # Not about a path the user gave: a bug, keep the traceback.
-    print(f'{program}: error: cannot use {e.filename}: {e.strerror}. Check the '
-          'path and its permissions.', file=sys.stderr)
+    print_error(program, f'cannot use {e.filename}: {e.strerror}. Check the '
+                'path and its permissions.')
     return errors.EXIT_USAGE
   except KeyboardInterrupt:
     print(f'{program}: interrupted', file=sys.stderr)
