@@ -78,14 +78,19 @@ def hub_module(tmp_path_factory):
   return save_feature_module(tmp_path_factory.mktemp('hub') / 'gap', size=32)
 
 
+def output_flags(root):
+  """Every output flag of retrain.py, pointed into the folder root."""
+  return dict(bottleneck_dir=str(root / 'bottlenecks'),
+              saved_model_dir=str(root / 'model'),
+              output_labels=str(root / 'labels.txt'),
+              output_graph=str(root / 'graph.pb'),
+              summaries_dir=str(root / 'logs'))
+
+
 @pytest.fixture
 def outputs(tmp_path):
-  """Every output flag of retrain.py pointed into tmp_path."""
-  return dict(bottleneck_dir=str(tmp_path / 'bottlenecks'),
-              saved_model_dir=str(tmp_path / 'model'),
-              output_labels=str(tmp_path / 'labels.txt'),
-              output_graph=str(tmp_path / 'graph.pb'),
-              summaries_dir=str(tmp_path / 'logs'))
+  """output_flags(tmp_path)."""
+  return output_flags(tmp_path)
 
 
 def run_retrain(**flag_values):

@@ -17,10 +17,7 @@ def trained(tmp_path_factory, hub_module):
   """One retrain run shared by this module's tests: (photos, outputs)."""
   root = tmp_path_factory.mktemp('trained')
   photos = conftest.write_photos(root / 'photos')
-  outputs = dict(bottleneck_dir=str(root / 'bn'),
-                 saved_model_dir=str(root / 'model'),
-                 output_labels=str(root / 'labels.txt'),
-                 output_graph=str(root / 'graph.pb'), summaries_dir='')
+  outputs = conftest.output_flags(root)
   assert conftest.run_retrain(image_dir=str(root / 'photos'),
                               tfhub_module=hub_module,
                               how_many_training_steps=300, learning_rate=1.0,

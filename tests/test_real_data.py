@@ -60,11 +60,7 @@ def test_duplicate_sunflowers_stay_on_one_side_of_the_split():
 def test_flowers_reach_the_floor_and_label_image_agrees(tmp_path, capsys,
                                                         caplog):
   caplog.set_level(logging.INFO)
-  outputs = dict(bottleneck_dir=str(tmp_path / 'bn'),
-                 saved_model_dir=str(tmp_path / 'model'),
-                 output_labels=str(tmp_path / 'labels.txt'),
-                 output_graph=str(tmp_path / 'graph.pb'),
-                 summaries_dir=str(tmp_path / 'logs'))
+  outputs = conftest.output_flags(tmp_path)
   flags = dict(image_dir=FLOWERS, tfhub_module='keras:mobilenet_v2',
                keras_weights=WEIGHTS, **outputs)
   assert conftest.run_retrain(**flags) == 0
