@@ -1,5 +1,6 @@
 """Tests of the softmax head on vectors made for the purpose."""
 
+import dataclasses
 import logging
 import sys
 
@@ -61,8 +62,48 @@ def test_seed_decides_the_result(tmp_path):
           for i, seed in enumerate((7, 7, 8))]
   np.testing.assert_array_equal(runs[0].weights, runs[1].weights)
   assert not np.array_equal(runs[0].weights, runs[2].weights)
-  assert (tmp_path / '0' / 'train').is_dir()
-  assert (tmp_path / '0' / 'validation').is_dir()
+  for name in ('train', 'validation'):
+    [events] = (tmp_path / '0' / name).glob('events.out.tfevents.*')
+    scalars = read_scalars(events)
+    assert sorted(scalars) == ['accuracy', 'cross_entropy']
+    assert [step for step, _ in scalars['accuracy']] == [0, 10, 19]
+    assert all(0 <= value <= 1 for _, value in scalars['accuracy'])
+
+
+def read_scalars(path):
+  """{tag: [(step, value)]} as TensorBoard's scalar plugin reads them."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for event in tf.compat.v1.train.summary_iterator(str(path)):
+    for value in event.summary.value:
+      assert value.metadata.plugin_data.plugin_name == 'scalars'
+      scalars.setdefault(value.tag, []).append(
+          (event.step, float(tf.make_ndarray(value.tensor))))
+  return scalars
+
+
+def test_a_step_follows_tensorflows_gradient():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  labels = rng.integers(0, 3, 40)
+  vectors = rng.normal(0, 1, (40, 8)).astype(np.float32)
+  one_step = head_lib.Schedule(steps=1, learning_rate=0.5, train_batch_size=40,
+                               eval_step_interval=10, validation_batch_size=-1)
+  start = head_lib.train_head((vectors, labels), (vectors[:0], labels[:0]),
+                              num_classes=3, seed=4,
+                              schedule=dataclasses.replace(one_step, steps=0))
+  after = head_lib.train_head((vectors, labels), (vectors[:0], labels[:0]),
+                              num_classes=3, schedule=one_step, seed=4)
+  weights, biases = tf.Variable(start.weights), tf.Variable(start.biases)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, vectors @ weights + biases))
+  d_weights, d_biases = tape.gradient(loss, [weights, biases])
+  np.testing.assert_allclose(after.weights, start.weights - 0.5 * d_weights,
+                             atol=1e-6)
+  np.testing.assert_allclose(after.biases, start.biases - 0.5 * d_biases,
+                             atol=1e-6)
+  assert np.abs(start.weights).max() <= 0.002  # Truncated at 2 stddev.
 
 
 def test_sample_takes_the_whole_set_when_asked_for_as_many():
