@@ -16,7 +16,6 @@ with MobileNetV2) and are simply not read.
 import dataclasses
 import os
 import re
-import time
 
 import h5py
 from absl import logging
@@ -24,9 +23,10 @@ import numpy as np
 
 from bottleneck import decode
 from bottleneck import errors
+from bottleneck import progress
 
 FORMAT_VERSION = 1
-_PROGRESS_SECONDS = 10.0
+_READ_ROWS = 4096
 
 
 @dataclasses.dataclass
@@ -95,9 +95,21 @@ class VectorStore:
     self._rows.update((d, start + i) for i, d in enumerate(digests))
 
   def read(self, digests):
-    """float32 [len(digests), feature_dim] vectors of cached digests."""
-    all_vectors = self._file['vectors'][:]
-    return all_vectors[[self._rows[d] for d in digests]]
+    """float32 [len(digests), feature_dim] vectors of cached digests.
+
+    The file is read in blocks of _READ_ROWS rows, so that memory holds the
+    result and one block, however many vectors the file has.
+    """
+    dataset = self._file['vectors']
+    rows = np.array([self._rows[d] for d in digests], np.int64)
+    result = np.empty([len(rows), dataset.shape[1]], np.float32)
+    order = np.argsort(rows, kind='stable')
+    for start in range(0, dataset.shape[0], _READ_ROWS):
+      lo, hi = np.searchsorted(rows[order], [start, start + _READ_ROWS])
+      if hi > lo:
+        block = dataset[start:min(start + _READ_ROWS, dataset.shape[0])]
+        result[order[lo:hi]] = block[rows[order[lo:hi]] - start]
+    return result
 
   def close(self):
     self._file.close()
@@ -143,13 +155,13 @@ def _compute(todo, backbone, store, batch_size):
   failed = {}
   if not todo:
     return failed
-  start = last_log = time.monotonic()
-  done = 0
+  report = progress.Progress(len(todo), 'Caching bottlenecks', unit='images')
   batch_digests, batch_pixels = [], []
 
   def flush():
     pixels = np.stack(batch_pixels).astype(np.float32) / 255.0
     store.append(batch_digests, backbone.features(pixels).numpy())
+    report.update(len(batch_digests))
     batch_digests.clear()
     batch_pixels.clear()
 
@@ -157,19 +169,15 @@ def _compute(todo, backbone, store, batch_size):
   for photo, pixels in zip(todo, decoded):
     if isinstance(pixels, errors.DecodeError):
       failed[photo.digest] = pixels.reason
+      report.clear()
       logging.warning('Skipping %s', pixels)
+      report.update()
     else:
       batch_digests.append(photo.digest)
       batch_pixels.append(pixels)
       if len(batch_digests) == batch_size:
         flush()
-    done += 1
-    now = time.monotonic()
-    if now - last_log >= _PROGRESS_SECONDS:
-      last_log = now
-      rate = done / (now - start)
-      logging.info('Caching bottlenecks: %d/%d (%.1f images/s, %.0f s left)',
-                   done, len(todo), rate, (len(todo) - done) / rate)
   if batch_digests:
     flush()
+  report.close()
   return failed
