@@ -30,7 +30,7 @@ Image.MAX_IMAGE_PIXELS = 89_478_485
 _PREFETCH = 64
 
 
-def decode_image(data, size, *, name='<bytes>'):
+def decode_image(data, size, *, name='<bytes>', reduced=True):
   """Decodes an image file's bytes to an RGB array of the given size.
 
   The first frame of an animation is used; EXIF orientation is applied; alpha is
@@ -41,6 +41,8 @@ def decode_image(data, size, *, name='<bytes>'):
     data: bytes of a JPEG, PNG, BMP, GIF or WebP file.
     size: (height, width) of the output.
     name: how to name the file in an error message.
+    reduced: decode JPEGs at the smallest DCT scale (1/1, 1/2, 1/4, 1/8) that
+      still covers `size`; False decodes every pixel (for comparison only).
 
   Returns:
     uint8 numpy array [height, width, 3].
@@ -53,7 +55,7 @@ def decode_image(data, size, *, name='<bytes>'):
     raise errors.DecodeError(name, 'empty file (0 bytes)')
   try:
     with Image.open(io.BytesIO(data)) as img:
-      if img.format == 'JPEG':
+      if img.format == 'JPEG' and reduced:
         # Both sides at least max(size) whatever the EXIF rotation does.
         img.draft(None, (max(size), max(size)))
       img.load()
@@ -101,7 +103,7 @@ def _to_rgb(img):
   return img.convert('RGB')
 
 
-def load_image(path, size):
+def load_image(path, size, *, reduced=True):
   """Reads and decodes one image file; see `decode_image`.
 
   Raises:
@@ -112,10 +114,10 @@ def load_image(path, size):
       data = f.read()
   except OSError as e:
     raise errors.DecodeError(path, f'cannot read file ({e.strerror or e})') from e
-  return decode_image(data, size, name=path)
+  return decode_image(data, size, name=path, reduced=reduced)
 
 
-def load_images(paths, size, *, threads=2):
+def load_images(paths, size, *, threads=2, reduced=True):
   """Decodes files ahead of their consumer; see `decode_image`.
 
   Pillow releases the GIL while it decodes and resizes, so `threads` decoders
@@ -126,6 +128,7 @@ def load_images(paths, size, *, threads=2):
     paths: iterable of file paths.
     size: (height, width) of the output.
     threads: number of decoding threads.
+    reduced: see `decode_image`.
 
   Yields:
     For each path in order: a uint8 numpy array [height, width, 3], or the
@@ -133,7 +136,7 @@ def load_images(paths, size, *, threads=2):
   """
   def load(path):
     try:
-      return load_image(path, size)
+      return load_image(path, size, reduced=reduced)
     except errors.DecodeError as e:
       return e
 

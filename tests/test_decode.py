@@ -93,6 +93,9 @@ def test_reduced_scale_jpeg_decode_matches_a_full_decode():
   full = np.asarray(Image.open(io.BytesIO(data)).convert('RGB').resize(
       (224, 224), Image.BILINEAR), float)
   assert np.abs(reduced - full).mean() < 3
+  np.testing.assert_array_equal(
+      decode.decode_image(data, (224, 224), reduced=False), full)
+  assert not np.array_equal(reduced, full)  # The draft did decode less.
 
 
 def bomb_png():
