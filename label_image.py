@@ -37,7 +37,8 @@ flags.DEFINE_integer('top_k', config.DEFAULT_TOP_K,
 flags.DEFINE_enum('output_format', 'text', config.OUTPUT_FORMATS,
                   'text: "label score" lines (one line per image for several '
                   'images); json; csv.')
-flags.DEFINE_integer('batch_size', 32, 'Images per model call.')
+flags.DEFINE_integer('batch_size', config.DEFAULT_BATCH_SIZE,
+                     'Images per model call.')
 
 FLAGS = flags.FLAGS
 

@@ -68,6 +68,10 @@ flags.DEFINE_integer('random_seed', _D['random_seed'],
                      'Seed of every random choice; equal seeds repeat a run.')
 flags.DEFINE_integer('cache_batch_size', _D['cache_batch_size'],
                      'Photos per backbone call in the cache stage.')
+flags.DEFINE_bool(
+    'force', _D['force'],
+    'Retrain and export even if the model in --saved_model_dir was trained on '
+    'the same photos with the same flags (such a run keeps it otherwise).')
 
 FLAGS = flags.FLAGS
 

@@ -117,6 +117,17 @@ def save_model(backbone, head, labels, saved_model_dir, *, metadata):
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_metadata(saved_model_dir):
+  """assets/bottleneck.json of an export as a dict; None if there is none."""
+  try:
+    with open(os.path.join(saved_model_dir, 'assets', METADATA_FILE),
+              encoding='utf-8') as f:
+      metadata = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return metadata if isinstance(metadata, dict) else None
+
+
 def check_destinations(saved_model_dir, files):
   """Refuses outputs that would replace something that is not an output.
 

@@ -15,6 +15,7 @@ from bottleneck import backbones
 from bottleneck import cache
 from bottleneck import errors
 from bottleneck import export
+from bottleneck import fingerprint
 from bottleneck import head as head_lib
 from bottleneck import images
 
@@ -30,6 +31,7 @@ class RunSummary:
     reused: vectors found in the cache.
     computed: vectors computed by this run.
     skipped: list of (path, reason) for files that were not used.
+    kept: True if the model in place was kept because nothing had changed.
   """
   labels: list
   split_sizes: dict
@@ -37,6 +39,7 @@ class RunSummary:
   reused: int
   computed: int
   skipped: list
+  kept: bool = False
 
 
 def retrain(config):
@@ -63,6 +66,23 @@ def retrain(config):
                                    batch_size=config.cache_batch_size)
   skipped = unreadable + cached.skipped
   _check_every_class_usable(labels, cached.photos, config.image_dir)
+  run_fingerprint = fingerprint.run_fingerprint(config, backbone, labels,
+                                                photos)
+  outputs = [config.output_labels, config.output_graph]
+  in_place = None if config.force else fingerprint.model_in_place(
+      config.saved_model_dir, run_fingerprint, outputs)
+  if in_place:
+    logging.info(
+        'The model in %s was trained on these same photos with these same '
+        'flags (final test accuracy %s); keeping it. Pass --force to retrain '
+        'anyway.', config.saved_model_dir,
+        _percent(in_place.get('test_accuracy')))
+    _log_skipped(skipped)
+    logging.info('Done in %.1f s; model in %s unchanged.',
+                 time.monotonic() - start, config.saved_model_dir)
+    return RunSummary(labels, in_place.get('split_sizes', {}),
+                      in_place.get('test_accuracy'), cached.reused,
+                      cached.computed, skipped, kept=True)
   splits = images.split_photos(
       cached.photos, testing_percentage=config.testing_percentage,
       validation_percentage=config.validation_percentage)
@@ -92,29 +112,40 @@ def retrain(config):
       seed=config.random_seed, summaries_dir=_new_run_dir(config.summaries_dir))
   test_accuracy = _test(head, data['testing'], splits['testing'], labels, config)
 
-  metadata = {'test_accuracy': test_accuracy, 'split_sizes': sizes}
-  export.save_model(backbone, head, labels, config.saved_model_dir,
-                    metadata=metadata)
+  # The files beside the model first: the SavedModel, which records their
+  # digests and the run's fingerprint, is the last thing to change.
   export.write_labels(labels, config.output_labels)
   if config.output_graph:
     export.write_frozen_graph(backbone, head, config.output_graph,
                               final_tensor_name=config.final_tensor_name)
+  metadata = {'test_accuracy': test_accuracy, 'split_sizes': sizes,
+              'fingerprint': run_fingerprint,
+              'outputs': fingerprint.output_digests(outputs),
+              'exported': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+  export.save_model(backbone, head, labels, config.saved_model_dir,
+                    metadata=metadata)
   logging.info('Exported SavedModel to %s, labels to %s%s.',
                config.saved_model_dir, config.output_labels,
                f', frozen graph to {config.output_graph}'
                if config.output_graph else '')
-  if skipped:
-    logging.warning('Skipped %d file(s):\n%s', len(skipped), '\n'.join(
-        f'  {path}: {reason}' for path, reason in skipped))
-  accuracy_text = ('not measured' if test_accuracy is None else
-                   f'{test_accuracy:.1%}')
+  _log_skipped(skipped)
   logging.info('Done in %.1f s: %d classes, %s training photos, final test '
                'accuracy %s, %d file(s) skipped; model in %s.',
                time.monotonic() - start, len(labels),
-               f'{sizes["training"]:,}', accuracy_text, len(skipped),
+               f'{sizes["training"]:,}', _percent(test_accuracy), len(skipped),
                config.saved_model_dir)
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
                     cached.computed, skipped)
+
+
+def _percent(accuracy):
+  return 'not measured' if accuracy is None else f'{accuracy:.1%}'
+
+
+def _log_skipped(skipped):
+  if skipped:
+    logging.warning('Skipped %d file(s):\n%s', len(skipped), '\n'.join(
+        f'  {path}: {reason}' for path, reason in skipped))
 
 
 def _check_every_class_usable(labels, photos, image_dir):

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from bottleneck import config
 from bottleneck import decode
 from bottleneck import errors
 from bottleneck import export
@@ -144,7 +145,8 @@ def find_images(pattern):
   return paths
 
 
-def label_images(model, paths, *, top_k, batch_size=32):
+def label_images(model, paths, *, top_k,
+                 batch_size=config.DEFAULT_BATCH_SIZE):
   """Labels image files in batches.
 
   Args:

@@ -3,11 +3,13 @@
 import json
 import logging
 import os
+import pathlib
 import subprocess
 import sys
 
 import conftest
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
@@ -101,12 +103,55 @@ def test_second_run_computes_nothing_and_keeps_old_logs(tmp_path, hub_module,
   assert conftest.run_retrain(**flags) == 0
   assert 'reused 0, computed 60' in caplog.text
   caplog.clear()
-  assert conftest.run_retrain(**flags) == 0
+  assert conftest.run_retrain(force=True, **flags) == 0
   assert 'reused 60, computed 0' in caplog.text
+  assert 'Final test accuracy' in caplog.text  # --force trained again.
   runs = os.listdir(outputs['summaries_dir'])
   assert len(runs) == 2
   for run in runs:
     assert os.listdir(os.path.join(outputs['summaries_dir'], run, 'train'))
+
+
+def model_files(outputs):
+  """{path: bytes} of everything a run exported."""
+  files = {}
+  for root, _, names in os.walk(outputs['saved_model_dir']):
+    for name in names:
+      files[os.path.join(root, name)] = pathlib.Path(root, name).read_bytes()
+  for name in ('output_labels', 'output_graph'):
+    files[outputs[name]] = pathlib.Path(outputs[name]).read_bytes()
+  return files
+
+
+def test_model_in_place_is_kept_only_while_nothing_changed(tmp_path, hub_module,
+                                                          outputs, caplog):
+  caplog.set_level(logging.INFO)
+  conftest.write_photos(tmp_path / 'photos')
+  flags = dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
+               **outputs, **FAST)
+  assert conftest.run_retrain(**flags) == 0
+  exported = model_files(outputs)
+
+  def run(**changes):
+    caplog.clear()
+    assert conftest.run_retrain(**dict(flags, **changes)) == 0
+    return 'keeping it. Pass --force to retrain anyway.' in caplog.text
+
+  assert run() and model_files(outputs) == exported  # Not even rewritten.
+  assert run(bottleneck_dir=str(tmp_path / 'other_cache'),
+             summaries_dir='', cache_batch_size=7)  # Do not shape the model.
+  assert not run(learning_rate=0.5)  # A flag that shapes training.
+  assert run(learning_rate=0.5)
+  first_class = sorted(conftest.COLOURS)[0]
+  Image.new('RGB', (40, 30), conftest.COLOURS[first_class]).save(
+      tmp_path / 'photos' / first_class / 'new.jpg')  # One photo more.
+  assert not run(learning_rate=0.5)
+  os.remove(outputs['output_graph'])
+  assert not run(learning_rate=0.5)
+  pathlib.Path(outputs['output_labels']).write_text('edited\n')
+  assert not run(learning_rate=0.5)
+  assert run(learning_rate=0.5)
+  assert not run(learning_rate=0.5, force=True)
 
 
 def test_same_seed_repeats_a_run_exactly(tmp_path, hub_module, outputs):
@@ -115,7 +160,7 @@ def test_same_seed_repeats_a_run_exactly(tmp_path, hub_module, outputs):
                **outputs, how_many_training_steps=50, learning_rate=1.0)
   weights = []
   for _ in range(2):
-    assert conftest.run_retrain(**flags) == 0
+    assert conftest.run_retrain(force=True, **flags) == 0
     model = tf.saved_model.load(outputs['saved_model_dir'])
     weights.append(model.head_weights.numpy())
   np.testing.assert_array_equal(weights[0], weights[1])

@@ -1,0 +1,83 @@
+"""Is the model in place already the answer? A run's fingerprint says.
+
+A nightly run over a folder in which nothing changed would train the same head
+and export the same model again: about 15 s of work for nothing, and a model
+folder that changes under the programs that read it. The export therefore
+records the fingerprint of everything that decides the model (the photos'
+digests, keys and labels, the backbone's identity, the flags that shape
+training) and the digests of the files written beside it. A later run with the
+same fingerprint, whose labels file and frozen graph are still the ones
+written, keeps the model in place; `--force` retrains anyway.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from bottleneck import export
+from bottleneck import images
+
+# RetrainConfig fields that do not change the model: where things are kept,
+# what is logged, and how the cache stage batches its work.
+_NOT_IN_MODEL = frozenset((
+    'image_dir', 'bottleneck_dir', 'summaries_dir', 'saved_model_dir',
+    'output_labels', 'output_graph', 'print_misclassified_test_images',
+    'cache_batch_size', 'force'))
+
+
+def run_fingerprint(config, backbone, labels, photos):
+  """Hex SHA-256 of everything that decides the trained model.
+
+  Args:
+    config: the `config.RetrainConfig` of the run.
+    backbone: the `backbones.Backbone`.
+    labels: list of str, class-index order.
+    photos: every `images.Photo` of the run, with digests (undecodable ones
+      too: if one becomes decodable, the model changes).
+
+  Returns:
+    A 64-character hex string.
+  """
+  settings = {name: value for name, value in dataclasses.asdict(config).items()
+              if name not in _NOT_IN_MODEL}
+  content = {
+      'export_format': export.FORMAT_VERSION,
+      'settings': settings,
+      'backbone': backbone.identity,
+      'labels': list(labels),
+      'photos': sorted((p.key, p.label, p.digest) for p in photos),
+  }
+  return hashlib.sha256(json.dumps(content, sort_keys=True).encode(
+      'utf-8', 'surrogateescape')).hexdigest()
+
+
+def output_digests(paths):
+  """{absolute path: hex SHA-256} of the files written beside the model."""
+  return {os.path.abspath(p): images.file_digest(p) for p in paths if p}
+
+
+def model_in_place(saved_model_dir, fingerprint, outputs):
+  """The metadata of the export in place if it is the answer, else None.
+
+  Args:
+    saved_model_dir: the export folder.
+    fingerprint: `run_fingerprint` of this run.
+    outputs: paths of the files this run would write beside the model ('' for
+      none); each must still hold what the export in place wrote.
+
+  Returns:
+    The export's assets/bottleneck.json as a dict, or None.
+  """
+  metadata = export.read_metadata(saved_model_dir)
+  if not metadata or metadata.get('fingerprint') != fingerprint:
+    return None
+  written = metadata.get('outputs', {})
+  for path in filter(None, outputs):
+    path = os.path.abspath(path)
+    try:
+      if written.get(path) != images.file_digest(path):
+        return None
+    except OSError:  # Deleted or unreadable: write it again.
+      return None
+  return metadata
