@@ -1,0 +1,26 @@
+"""The cache stage alone in a fresh process, for its peak memory.
+
+  python -m bench.child FOLDER BOTTLENECK_DIR BACKBONE WEIGHTS
+
+Prints one JSON line on stdout: seconds, photos, computed, peak_rss_bytes.
+"""
+
+import json
+import sys
+
+from bottleneck import cli  # pylint: disable=unused-import  (TF log level)
+from bench import measure
+from bottleneck import backbones
+
+
+def main(argv):
+  folder, bottleneck_dir, name, weights = argv[1:]
+  backbone = backbones.load_backbone(name, keras_weights=weights)
+  seconds, result = measure.cache_stage(folder, backbone, bottleneck_dir)
+  print(json.dumps({'seconds': seconds, 'photos': len(result.photos),
+                    'computed': result.computed,
+                    'peak_rss_bytes': measure.peak_rss_bytes()}))
+
+
+if __name__ == '__main__':
+  main(sys.argv)

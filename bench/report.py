@@ -1,0 +1,89 @@
+"""The benchmark's table: figures, ratios side by side, targets and verdicts.
+
+The table is printed in Markdown, so that the README's Performance section is
+a copy of what bench/run.py printed.
+"""
+
+import os
+import platform
+import sys
+
+
+class Table:
+  """Rows of (measurement, figure, ratio, target, met)."""
+
+  def __init__(self, repeats):
+    self._rows = []
+    self._repeats = repeats
+
+  def _add(self, name, figure, value=None, reference=None, reference_name='',
+           target=None, at_most=False):
+    """Adds a row; the ratio is value / reference, checked against target."""
+    ratio = met = target_text = ''
+    if reference:
+      ratio = f'{value / reference:.2f}' + (
+          f' x {reference_name}' if reference_name else '')
+    if target is not None:
+      target_text = f'{"<=" if at_most else ">="} {target:g}'
+      ok = value / reference <= target if at_most else (
+          value / reference >= target)
+      met = 'yes' if ok else '**no**'
+    self._rows.append((name, figure, ratio, target_text, met))
+
+  def speed(self, name, rate, reference=None, reference_name='', target=None):
+    """A throughput in images/s, optionally as a ratio of another."""
+    self._add(name, f'{rate:.1f} images/s', rate, reference, reference_name,
+              target)
+
+  def ratio(self, name, value, reference, target):
+    """A ratio of two figures shown in rows above."""
+    self._add(name, '', value, reference, '', target)
+
+  def seconds(self, name, seconds, reference=None, reference_name='',
+              target=None, at_most=True):
+    """A duration, optionally as a ratio of another."""
+    self._add(name, f'{seconds:.2f} s', seconds, reference, reference_name,
+              target, at_most)
+
+  def accuracy(self, name, reduced, full):
+    """Test accuracy with reduced-scale and with full JPEG decoding."""
+    gap = abs(reduced - full) * 100
+    self._rows.append((name, f'reduced {reduced:.1%}, full {full:.1%}',
+                       f'{gap:.1f} points apart', '<= 1 point',
+                       'yes' if gap <= 1 else '**no**'))
+
+  def memory(self, name, child, reference=None):
+    """A child's peak RSS, optionally as a ratio of another child's."""
+    rss = child['peak_rss_bytes']
+    figure = (f'{rss / 2**20:,.0f} MiB ({child["photos"]:,} photos in '
+              f'{child["seconds"]:.0f} s, one run)')
+    if reference is None:
+      self._add(name, figure)
+    else:
+      self._add(name, figure, rss, reference['peak_rss_bytes'], 'the above',
+                1.2, at_most=True)
+
+  def print(self, *, machine, seconds):
+    """Prints the table with the machine and the benchmark's own time."""
+    print(f'\n{machine}; speeds are medians of {self._repeats} runs; the '
+          f'benchmark took {seconds / 60:.0f} min.\n')
+    print('| measurement | figure | ratio | target | met |')
+    print('| --- | --- | --- | --- | --- |')
+    for row in self._rows:
+      print('| ' + ' | '.join(row) + ' |')
+    sys.stdout.flush()
+
+
+def machine():
+  """'<CPU model>, N cores, M GiB, Python x, TensorFlow y'."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = platform.processor() or 'unknown CPU'
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      model = next(line.split(':', 1)[1].strip() for line in f
+                   if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+  return (f'{model}, {os.cpu_count()} cores, {memory:.0f} GiB, Python '
+          f'{platform.python_version()}, TensorFlow {tf.__version__}')
