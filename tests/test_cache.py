@@ -67,22 +67,6 @@ def test_backbones_never_share_vectors(tmp_path):
     assert f['vectors'].shape == (9, 3) and f['digests'].shape == (9,)
 
 
-def test_store_reads_any_rows_in_any_order_across_blocks(tmp_path, hub_module,
-                                                         monkeypatch):
-  monkeypatch.setattr(cache, '_READ_ROWS', 4)
-  backbone = backbones.load_backbone(hub_module)
-  store = cache.VectorStore(str(tmp_path / 'v.h5'), backbone)
-  digests = [f'{i:064x}' for i in range(11)]
-  vectors = np.arange(11 * 3, dtype=np.float32).reshape(11, 3)
-  store.append(digests[:6], vectors[:6])
-  store.append(digests[6:], vectors[6:])
-  wanted = [9, 0, 4, 4, 10, 3, 8]
-  np.testing.assert_array_equal(store.read([digests[i] for i in wanted]),
-                                vectors[wanted])
-  assert store.read([]).shape == (0, 3)
-  store.close()
-
-
 def test_undecodable_photos_are_skipped_with_a_reason(tmp_path, hub_module):
   backbone = backbones.load_backbone(hub_module)
   conftest.write_photos(tmp_path / 'photos', per_class=3)

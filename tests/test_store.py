@@ -1,0 +1,150 @@
+"""Tests of the crash-safe vector store: journal, HDF5 file, damage."""
+
+import dataclasses
+import glob
+import logging
+import os
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from bottleneck import backbones
+from bottleneck import store
+
+DIM = 3
+
+
+@pytest.fixture
+def backbone(hub_module):
+  return backbones.load_backbone(hub_module)
+
+
+def digests(n, start=0):
+  # The first ends in a zero byte, which a fixed-width bytes field would drop.
+  return [f'{i:062x}00' for i in range(start, start + n)]
+
+
+def vectors(n, start=0):
+  return np.arange(start * DIM, (start + n) * DIM, dtype=np.float32).reshape(
+      n, DIM)
+
+
+def open_store(tmp_path, backbone):
+  return store.VectorStore(str(tmp_path / 'v.h5'), backbone)
+
+
+def test_commit_and_read_any_rows_across_blocks(tmp_path, backbone,
+                                                monkeypatch):
+  monkeypatch.setattr(store, '_BLOCK_ROWS', 4)
+  s = open_store(tmp_path, backbone)
+  s.append(digests(6), vectors(6))
+  s.commit()
+  s.append(digests(5, 6), vectors(5, 6))
+  s.commit()
+  s.close()
+  s = open_store(tmp_path, backbone)
+  assert len(s) == 11 and digests(1)[0] in s
+  wanted = [9, 0, 4, 4, 10, 3, 8]
+  np.testing.assert_array_equal(s.read([digests(11)[i] for i in wanted]),
+                                vectors(11)[wanted])
+  assert s.read([]).shape == (0, DIM)
+  assert not os.path.exists(tmp_path / 'v.journal')
+
+
+def test_a_run_killed_before_commit_loses_nothing_it_appended(tmp_path,
+                                                              backbone):
+  s = open_store(tmp_path, backbone)
+  s.append(digests(4), vectors(4))
+  s.commit()
+  s.append(digests(3, 4), vectors(3, 4))
+  s.append(digests(2, 7), vectors(2, 7))
+  del s  # Killed: no commit, no close.
+  s = open_store(tmp_path, backbone)
+  assert len(s) == 9
+  np.testing.assert_array_equal(s.read(digests(9)), vectors(9))
+
+
+def test_a_torn_or_damaged_journal_keeps_only_the_good_records(tmp_path,
+                                                               backbone,
+                                                               caplog):
+  s = open_store(tmp_path, backbone)
+  s.append(digests(5), vectors(5))
+  s.close()
+  journal = tmp_path / 'v.journal'
+  size = os.path.getsize(journal)
+  record = (size - 68) // 5  # After the 68-byte header.
+  with open(journal, 'r+b') as f:
+    f.truncate(size - 7)  # The last record torn mid-write.
+  s = open_store(tmp_path, backbone)
+  assert len(s) == 4
+  s.append(digests(3, 10), vectors(3, 10))
+  s.close()
+  with open(journal, 'r+b') as f:  # A flipped byte in the second new vector.
+    f.seek(68 + record + 40)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0x10]))
+  s = open_store(tmp_path, backbone)
+  assert 'damaged record after 1 good ones' in caplog.text
+  assert len(s) == 5
+  np.testing.assert_array_equal(s.read(digests(4) + digests(1, 10)),
+                                np.concatenate([vectors(4), vectors(1, 10)]))
+  assert digests(1, 11)[0] not in s  # Never served wrong: computed again.
+
+
+def damage(path, how):
+  if how == 'truncated':
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  elif how == 'flipped vector byte':
+    with h5py.File(path, 'r') as f:
+      offset = f['vectors'].id.get_chunk_info(0).byte_offset
+    with open(path, 'r+b') as f:
+      f.seek(offset + 5)
+      byte = f.read(1)
+      f.seek(-1, 1)
+      f.write(bytes([byte[0] ^ 0x01]))
+  elif how == 'garbage':
+    with open(path, 'wb') as f:
+      f.write(b'not an HDF5 file at all')
+
+
+@pytest.mark.parametrize('how', ['truncated', 'flipped vector byte', 'garbage'])
+def test_a_damaged_file_is_set_aside_and_rebuilt(tmp_path, backbone, caplog,
+                                                 how):
+  s = open_store(tmp_path, backbone)
+  s.append(digests(5), vectors(5))
+  s.commit()
+  s.close()
+  damage(str(tmp_path / 'v.h5'), how)
+  s = open_store(tmp_path, backbone)
+  assert 'is damaged' in caplog.text
+  assert len(s) == 0  # Nothing from the damaged file is served.
+  [aside] = glob.glob(str(tmp_path / 'v.h5.damaged-*'))
+  assert os.path.getsize(aside) > 0
+  s.append(digests(2), vectors(2))
+  s.commit()
+  np.testing.assert_array_equal(open_store(tmp_path, backbone).read(
+      digests(2)), vectors(2))
+
+
+def test_another_backbones_file_is_set_aside(tmp_path, backbone):
+  other = dataclasses.replace(backbone, identity='f' * 64)
+  s = store.VectorStore(str(tmp_path / 'v.h5'), other)
+  s.append(digests(2), vectors(2))
+  s.commit()
+  s.close()
+  assert len(open_store(tmp_path, backbone)) == 0
+  assert glob.glob(str(tmp_path / 'v.h5.damaged-*'))
+
+
+def test_leftover_temporary_files_are_removed(tmp_path, backbone):
+  (tmp_path / 'v.h5.tmp123').write_bytes(b'half written')
+  open_store(tmp_path, backbone).close()
+  assert not (tmp_path / 'v.h5.tmp123').exists()
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__]))
