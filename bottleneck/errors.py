@@ -9,6 +9,8 @@ EXIT_INTERNAL = 1     # An unexpected exception: a bug, reported with a tracebac
 EXIT_USAGE = 2        # Bad flags or flag values; nothing was done.
 EXIT_NO_DATA = 3      # The photos (or the images to label) cannot give a result.
 EXIT_MODEL = 4        # A backbone or an exported model cannot be loaded.
+EXIT_QUALITY = 5      # A model was trained but not published (quality gate).
+EXIT_LOCKED = 6       # Another run holds the lock on the cache or the outputs.
 
 
 class BottleneckError(Exception):
@@ -29,6 +31,16 @@ class DataError(BottleneckError):
 class ModelError(BottleneckError):
   """A backbone or an exported model cannot be loaded or used."""
   exit_code = EXIT_MODEL
+
+
+class QualityError(BottleneckError):
+  """The new model failed the quality gate; the model in place was kept."""
+  exit_code = EXIT_QUALITY
+
+
+class LockedError(BottleneckError):
+  """Another run holds a lock this run needs."""
+  exit_code = EXIT_LOCKED
 
 
 class DecodeError(BottleneckError):

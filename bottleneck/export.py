@@ -16,23 +16,19 @@ The frozen graph keeps retrain.py's contract: input `Placeholder`, float32
 [batch, height, width, 3] in [0, 1], output `final_result` (--final_tensor_name),
 so clients written for retrain.py keep working.
 
-Every output is written beside its destination and renamed into place, so a
-reader sees the previous complete file or the new complete one.
+Every output is published atomically (see `publish`): a reader sees the
+previous complete model or the new complete one.
 """
 
 import json
 import os
 import shutil
-import tempfile
 
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
 from bottleneck import errors
-
-# Files written here get the permissions open() would give (mkstemp's are 0600).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from bottleneck import publish
 
 METADATA_FILE = 'bottleneck.json'
 LABELS_FILE = 'labels.txt'
@@ -74,19 +70,21 @@ class Classifier(tf.Module):
         [*self._size, 3], tf.float32))
 
 
-def save_model(backbone, head, labels, saved_model_dir, *, metadata):
-  """Writes the SavedModel (see the module docstring) and swaps it into place.
+def save_model(backbone, head, labels, saved_model_dir, *, metadata,
+               extra_files=None):
+  """Writes the SavedModel (see the module docstring) and publishes it.
 
   Args:
     backbone: a `backbones.Backbone`.
     head: a `head.Head`.
     labels: list of str, in class-index order.
-    saved_model_dir: destination folder; an earlier export there is replaced.
+    saved_model_dir: destination; an earlier export there is replaced
+      atomically (see `publish.replace_dir`).
     metadata: dict of JSON values added to assets/bottleneck.json.
+    extra_files: {file name: bytes} written at the model folder's top level
+      (metrics.json), published with it.
   """
-  parent = os.path.dirname(os.path.abspath(saved_model_dir))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix='.export-', dir=parent)
+  staging = publish.staging_dir(saved_model_dir)
   try:
     asset_dir = os.path.join(staging, 'staged_assets')
     os.makedirs(asset_dir)
@@ -112,7 +110,11 @@ def save_model(backbone, head, labels, saved_model_dir, *, metadata):
     model_dir = os.path.join(staging, 'model')
     tf.saved_model.save(model, model_dir, signatures={
         'serving_default': serve_bytes, 'serving_images': serve_images})
-    _swap_into_place(model_dir, saved_model_dir)
+    for name, data in (extra_files or {}).items():
+      with open(os.path.join(model_dir, name), 'wb') as f:
+        f.write(data)
+    _fsync_tree(model_dir)
+    publish.replace_dir(model_dir, saved_model_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -155,24 +157,21 @@ def check_destinations(saved_model_dir, files):
       raise errors.UsageError(f'{path} is a folder; pass a file path.')
 
 
-def _swap_into_place(new_dir, final_dir):
-  """Replaces final_dir by new_dir with renames only (same file system)."""
-  if not os.path.exists(final_dir):
-    os.rename(new_dir, final_dir)
-    return
-  old = new_dir + '.old'
-  os.rename(final_dir, old)
-  os.rename(new_dir, final_dir)
-  shutil.rmtree(old, ignore_errors=True)
+def _fsync_tree(path):
+  """Makes every file and folder below `path` durable before it is published."""
+  for root, _, files in os.walk(path):
+    for name in files:
+      with open(os.path.join(root, name), 'rb') as f:
+        os.fsync(f.fileno())
+    publish.fsync_dir(root)
 
 
-def write_frozen_graph(backbone, head, path, *, final_tensor_name):
-  """Writes a frozen GraphDef with retrain.py's input and output names.
+def frozen_graph(backbone, head, *, final_tensor_name):
+  """A frozen GraphDef with retrain.py's input and output names, as bytes.
 
   Args:
     backbone: a `backbones.Backbone`.
     head: a `head.Head`.
-    path: the .pb file to write.
     final_tensor_name: name of the output node (retrain.py's 'final_result').
   """
   weights = tf.constant(head.weights)
@@ -188,7 +187,7 @@ def write_frozen_graph(backbone, head, path, *, final_tensor_name):
 
   frozen = convert_to_constants.convert_variables_to_constants_v2(
       classify.get_concrete_function())
-  _write_bytes(path, frozen.graph.as_graph_def().SerializeToString())
+  return frozen.graph.as_graph_def().SerializeToString()
 
 
 def labels_text(labels):
@@ -196,34 +195,16 @@ def labels_text(labels):
   return ''.join(label + '\n' for label in labels)
 
 
-def write_labels(labels, path):
-  """Writes the labels file atomically."""
-  _write_text(path, labels_text(labels))
+def text_bytes(text):
+  """UTF-8 (file names that are not UTF-8 keep their bytes)."""
+  return text.encode('utf-8', 'surrogateescape')
 
 
-def write_json(value, path):
-  """Writes a JSON file atomically."""
-  _write_text(path, json.dumps(value, indent=2, sort_keys=True) + '\n')
+def json_bytes(value):
+  """Indented JSON, as bytes."""
+  return text_bytes(json.dumps(value, indent=2, sort_keys=True) + '\n')
 
 
 def _write_text(path, text):
-  _write_bytes(path, text.encode('utf-8', 'surrogateescape'))
-
-
-def _write_bytes(path, data):
-  """Writes beside `path`, fsyncs, and renames over it."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
-                             dir=directory)
-  try:
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with open(path, 'wb') as f:
+    f.write(text_bytes(text))

@@ -45,6 +45,9 @@ def load_saved_model(path):
     raise errors.ModelError(
         f'Model folder {path} not found. Pass --saved_model_dir the folder that '
         'retrain.py exported to, or --graph and --labels for a frozen graph.')
+  # A published model folder is a link that a new export replaces at once:
+  # resolve it once, so that the metadata and the model come from one export.
+  path = os.path.realpath(path)
   meta_path = os.path.join(path, 'assets', export.METADATA_FILE)
   if not os.path.isfile(os.path.join(path, 'saved_model.pb')):
     raise errors.ModelError(f'{path} is not a SavedModel (no saved_model.pb).')
@@ -59,10 +62,20 @@ def load_saved_model(path):
     raise errors.ModelError(
         f'{path} was exported by a newer version (format {meta["format"]}); '
         'update bottleneck to read it.')
+  missing = [name for name in ('variables/variables.index',
+                                'assets/' + export.LABELS_FILE)
+             if not os.path.isfile(os.path.join(path, name))]
+  if missing:
+    raise errors.ModelError(
+        f'{path} is incomplete: {" and ".join(missing)} missing (a half-copied '
+        'export?). Copy the whole folder again, or export it again with '
+        'retrain.py.')
   try:
     signature = tf.saved_model.load(path).signatures['serving_images']
   except (KeyError, OSError, ValueError, tf.errors.OpError) as e:
-    raise errors.ModelError(f'Cannot load the model in {path}: {e}') from e
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else e
+    raise errors.ModelError(
+        f'Cannot load the model in {path}: {first_line}') from e
 
   def classify(batch):
     return signature(images=tf.constant(batch))['probabilities'].numpy()
