@@ -72,6 +72,18 @@ flags.DEFINE_bool(
     'force', _D['force'],
     'Retrain and export even if the model in --saved_model_dir was trained on '
     'the same photos with the same flags (such a run keeps it otherwise).')
+flags.DEFINE_float(
+    'lock_timeout', _D['lock_timeout'],
+    'Seconds to wait while another run writes the same --bottleneck_dir or '
+    'outputs; 0 exits at once (exit code 6), -1 waits as long as it takes.')
+flags.DEFINE_float(
+    'min_test_accuracy', _D['min_test_accuracy'],
+    'Quality gate: do not publish a model whose final test accuracy is below '
+    'this percentage (exit code 5); 0 for no minimum.')
+flags.DEFINE_bool(
+    'promote_if_better', _D['promote_if_better'],
+    'Quality gate: publish only if the new model does at least as well as the '
+    'model in place on this run\'s test photos (exit code 5 otherwise).')
 
 FLAGS = flags.FLAGS
 

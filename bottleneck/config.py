@@ -51,6 +51,12 @@ class RetrainConfig:
   cache_batch_size: int = DEFAULT_BATCH_SIZE
   # Retrain even if the model in place came from the same photos and flags.
   force: bool = False
+  # Seconds to wait for another run's lock; 0: exit at once, < 0: forever.
+  lock_timeout: float = 0.0
+  # Quality gate (percent; 0: off), and publish only if not worse than the
+  # model in place on the same test photos.
+  min_test_accuracy: float = 0.0
+  promote_if_better: bool = False
 
   def __post_init__(self):
     problems = []
@@ -89,6 +95,9 @@ class RetrainConfig:
     if not self.saved_model_dir:
       problems.append('--saved_model_dir must not be empty: label_image.py '
                       'reads the exported model from there.')
+    if not 0 <= self.min_test_accuracy <= 100:
+      problems.append(f'--min_test_accuracy is {self.min_test_accuracy}; it is '
+                      'a percentage in [0, 100] (0: no minimum).')
     if problems:
       raise errors.UsageError(' '.join(problems))
 

@@ -23,7 +23,8 @@ from bottleneck import images
 _NOT_IN_MODEL = frozenset((
     'image_dir', 'bottleneck_dir', 'summaries_dir', 'saved_model_dir',
     'output_labels', 'output_graph', 'print_misclassified_test_images',
-    'cache_batch_size', 'force'))
+    'cache_batch_size', 'force', 'lock_timeout', 'min_test_accuracy',
+    'promote_if_better'))
 
 
 def run_fingerprint(config, backbone, labels, photos):
@@ -52,9 +53,14 @@ def run_fingerprint(config, backbone, labels, photos):
       'utf-8', 'surrogateescape')).hexdigest()
 
 
-def output_digests(paths):
-  """{absolute path: hex SHA-256} of the files written beside the model."""
-  return {os.path.abspath(p): images.file_digest(p) for p in paths if p}
+def output_digests(staged):
+  """{absolute path: hex SHA-256} of the files to be published beside the model.
+
+  Args:
+    staged: list of (temporary path, final path) from `publish.stage_file`.
+  """
+  return {os.path.abspath(path): images.file_digest(tmp)
+          for tmp, path in staged}
 
 
 def model_in_place(saved_model_dir, fingerprint, outputs):

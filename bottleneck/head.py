@@ -8,24 +8,11 @@ an evaluation every `eval_step_interval` steps. All vectors are held in memory;
 """
 
 import dataclasses
-import os
-import socket
-import time
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import summary_pb2  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.core.framework import tensor_pb2  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.core.framework import tensor_shape_pb2  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.core.framework import types_pb2  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.core.util import event_pb2  # pylint: disable=g-direct-tensorflow-import
 
-# What TensorBoard's scalar plugin writes with each value. tf.summary.scalar
-# would do the same but needs the tensorboard package, which TensorFlow no
-# longer installs; viewing the logs needs it, writing them does not.
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars'))
+from bottleneck import summaries
 
 
 @dataclasses.dataclass
@@ -87,7 +74,8 @@ def train_head(train, validation, *, num_classes, schedule, seed,
                                 [train_x.shape[1], num_classes], stddev=0.001),
               np.zeros([num_classes], np.float32))
   rate = np.float32(schedule.learning_rate)
-  writers = _Writers(summaries_dir) if summaries_dir else None
+  writers = (summaries.Writer(summaries_dir, ('train', 'validation'))
+             if summaries_dir else None)
   for i in range(schedule.steps):
     indices = sample(rng, len(train_y), schedule.train_batch_size)
     vectors = train_x[indices]
@@ -114,7 +102,8 @@ def train_head(train, validation, *, num_classes, schedule, seed,
                    val_accuracy * 100, len(indices))
       scalars['validation'] = (val_accuracy, val_loss)
     if writers:
-      writers.write(i, scalars)
+      for name, (accuracy, loss) in scalars.items():
+        writers.scalars(name, i, accuracy=accuracy, cross_entropy=loss)
   if writers:
     writers.close()
   return head
@@ -141,45 +130,6 @@ def _loss_and_accuracy(log_probabilities, labels):
   loss = -np.mean(log_probabilities[np.arange(len(labels)), labels])
   return (float(loss),
           float(np.mean(log_probabilities.argmax(axis=1) == labels)))
-
-
-class _Writers:
-  """TensorBoard event files in the train/ and validation/ subfolders.
-
-  The records are written directly (an event file is a TFRecord file of `Event`
-  protos): 1,600 scalars through `tf.summary.write` cost about a second, as
-  much as the whole training.
-  """
-
-  def __init__(self, summaries_dir):
-    name = (f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}'
-            '.bottleneck')
-    self._writers = {}
-    for subfolder in ('train', 'validation'):
-      os.makedirs(os.path.join(summaries_dir, subfolder), exist_ok=True)
-      writer = tf.io.TFRecordWriter(os.path.join(summaries_dir, subfolder, name))
-      writer.write(event_pb2.Event(wall_time=time.time(),
-                                   file_version='brain.Event:2')
-                   .SerializeToString())
-      self._writers[subfolder] = writer
-
-  def write(self, step, scalars):
-    """scalars: {'train' or 'validation': (accuracy, cross_entropy)}."""
-    for name, (accuracy, loss) in scalars.items():
-      summary = summary_pb2.Summary(value=[
-          summary_pb2.Summary.Value(
-              tag=tag, metadata=_SCALAR_METADATA,
-              tensor=tensor_pb2.TensorProto(
-                  dtype=types_pb2.DT_FLOAT,
-                  tensor_shape=tensor_shape_pb2.TensorShapeProto(),
-                  float_val=[value]))
-          for tag, value in (('accuracy', accuracy), ('cross_entropy', loss))])
-      self._writers[name].write(event_pb2.Event(
-          wall_time=time.time(), step=step, summary=summary).SerializeToString())
-
-  def close(self):
-    for writer in self._writers.values():
-      writer.close()
 
 
 def sample(rng, count, batch_size):

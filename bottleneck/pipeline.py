@@ -1,6 +1,9 @@
 """The retrain run: folder -> photos -> cached vectors -> head -> exports.
 
-`retrain(config)` is everything `retrain.py` does once its flags are parsed.
+`retrain(config)` is everything `retrain.py` does once its flags are parsed:
+it takes the locks (see `locks`), and then runs the stages one after another.
+The model is published last and atomically (see `publish`), and only if the
+quality gate lets it (see `gate`).
 """
 
 import collections
@@ -16,8 +19,15 @@ from bottleneck import cache
 from bottleneck import errors
 from bottleneck import export
 from bottleneck import fingerprint
+from bottleneck import gate
 from bottleneck import head as head_lib
 from bottleneck import images
+from bottleneck import locks
+from bottleneck import metrics
+from bottleneck import publish
+from bottleneck import summaries
+
+METRICS_FILE = 'metrics.json'
 
 
 @dataclasses.dataclass
@@ -42,6 +52,11 @@ class RunSummary:
   kept: bool = False
 
 
+def refused_metrics_path(saved_model_dir):
+  """Where the metrics of a model the quality gate refused are written."""
+  return os.path.abspath(saved_model_dir) + '.refused-metrics.json'
+
+
 def retrain(config):
   """Runs the whole pipeline for a `config.RetrainConfig`.
 
@@ -49,11 +64,26 @@ def retrain(config):
     A `RunSummary`.
 
   Raises:
-    errors.BottleneckError: something the user can fix; the message says what.
+    errors.BottleneckError: something the user can fix, another run holds a
+      lock, or the quality gate refused the model; the message says what.
   """
   start = time.monotonic()
-  export.check_destinations(config.saved_model_dir,
-                            [config.output_labels, config.output_graph])
+  outputs = [p for p in (config.output_labels, config.output_graph) if p]
+  export.check_destinations(config.saved_model_dir, outputs)
+  lock_files = [locks.lock_path(config.bottleneck_dir, folder=True),
+                locks.lock_path(config.saved_model_dir)]
+  with locks.hold(lock_files + [locks.lock_path(p) for p in outputs],
+                  timeout=config.lock_timeout):
+    publish.remove_stale(config.saved_model_dir)
+    for path in outputs:
+      publish.remove_stale_files(path)
+    return _retrain(config, outputs, start)
+
+
+def _retrain(config, outputs, start):
+  """The run, with the locks held."""
+  durations = {}
+  lap = _laps(durations)
   labels, photos = images.find_photos(config.image_dir)
   backbone = backbones.load_backbone(
       config.tfhub_module, keras_weights=config.keras_weights,
@@ -61,14 +91,14 @@ def retrain(config):
   logging.info('Backbone %s: input %dx%d, %d features, preprocessing %s.',
                backbone.name, *backbone.image_size, backbone.feature_dim,
                backbone.preprocessing)
+  lap('list_and_load')
   photos, unreadable = images.digest_photos(photos)
   cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
                                    batch_size=config.cache_batch_size)
   skipped = unreadable + cached.skipped
-  _check_every_class_usable(labels, cached.photos, config.image_dir)
+  lap('cache')
   run_fingerprint = fingerprint.run_fingerprint(config, backbone, labels,
                                                 photos)
-  outputs = [config.output_labels, config.output_graph]
   in_place = None if config.force else fingerprint.model_in_place(
       config.saved_model_dir, run_fingerprint, outputs)
   if in_place:
@@ -78,16 +108,19 @@ def retrain(config):
         'anyway.', config.saved_model_dir,
         _percent(in_place.get('test_accuracy')))
     _log_skipped(skipped)
-    logging.info('Done in %.1f s; model in %s unchanged.',
+    logging.info('Done in %.1f s: nothing changed; the model in %s is kept.',
                  time.monotonic() - start, config.saved_model_dir)
-    return RunSummary(labels, in_place.get('split_sizes', {}),
+    return RunSummary(in_place.get('labels', labels),
+                      in_place.get('split_sizes', {}),
                       in_place.get('test_accuracy'), cached.reused,
                       cached.computed, skipped, kept=True)
+
+  labels, usable = _usable_classes(labels, cached.photos)
   splits = images.split_photos(
-      cached.photos, testing_percentage=config.testing_percentage,
+      usable, testing_percentage=config.testing_percentage,
       validation_percentage=config.validation_percentage)
-  rows = {p: i for i, p in enumerate(cached.photos)}
-  data = {name: (cached.vectors[[rows[p] for p in members]],
+  rows = {p.digest: i for i, p in enumerate(cached.photos)}
+  data = {name: (cached.vectors[[rows[p.digest] for p in members]],
                  np.array([p.label for p in members], np.int32))
           for name, members in splits.items()}
   sizes = {name: len(members) for name, members in splits.items()}
@@ -96,11 +129,11 @@ def retrain(config):
   if not sizes['training']:
     raise errors.DataError('No photo is left for training; lower '
                            '--testing_percentage or --validation_percentage.')
-  untrained = set(range(len(labels))) - set(data['training'][1].tolist())
-  for index in sorted(untrained):
+  for index in sorted(set(range(len(labels))) - set(data['training'][1])):
     logging.warning('Class %r has no training photo; add photos to it.',
                     labels[index])
 
+  run_dir = _new_run_dir(config.summaries_dir)
   head = head_lib.train_head(
       data['training'], data['validation'], num_classes=len(labels),
       schedule=head_lib.Schedule(
@@ -109,33 +142,71 @@ def retrain(config):
           train_batch_size=config.train_batch_size,
           eval_step_interval=config.eval_step_interval,
           validation_batch_size=config.validation_batch_size),
-      seed=config.random_seed, summaries_dir=_new_run_dir(config.summaries_dir))
-  test_accuracy = _test(head, data['testing'], splits['testing'], labels, config)
+      seed=config.random_seed, summaries_dir=run_dir)
+  test_accuracy, truth, predicted = _test(head, data['testing'],
+                                          splits['testing'], labels, config)
+  lap('train_and_test')
+  if run_dir:
+    _write_confusion_image(run_dir, truth, predicted, labels,
+                           config.how_many_training_steps)
 
-  # The files beside the model first: the SavedModel, which records their
-  # digests and the run's fingerprint, is the last thing to change.
-  export.write_labels(labels, config.output_labels)
+  def run_metrics(decision):
+    return metrics.build(labels=labels, splits=splits, truth=truth,
+                         predicted=predicted, config=config, backbone=backbone,
+                         durations=durations, skipped=skipped,
+                         decision=decision)
+
+  refusal = gate.refusal(config, test_accuracy, lambda: gate.old_model_accuracy(
+      config.saved_model_dir, backbone, labels, splits['testing'],
+      data['testing'][0]))
+  if refusal:
+    path = refused_metrics_path(config.saved_model_dir)
+    publish.write_file(path, export.json_bytes(run_metrics(f'refused: '
+                                                           f'{refusal}')))
+    _log_skipped(skipped)
+    raise errors.QualityError(
+        f'{refusal} The new model was not published; the model in '
+        f'{config.saved_model_dir} (if any) is kept. Its metrics: {path}')
+
+  # Everything is written before anything is published; the SavedModel,
+  # which records the files beside it, goes first.
+  staged = [publish.stage_file(config.output_labels,
+                               export.text_bytes(export.labels_text(labels)))]
   if config.output_graph:
-    export.write_frozen_graph(backbone, head, config.output_graph,
-                              final_tensor_name=config.final_tensor_name)
+    staged.append(publish.stage_file(config.output_graph, export.frozen_graph(
+        backbone, head, final_tensor_name=config.final_tensor_name)))
+  lap('labels_and_graph')
   metadata = {'test_accuracy': test_accuracy, 'split_sizes': sizes,
               'fingerprint': run_fingerprint,
-              'outputs': fingerprint.output_digests(outputs),
+              'outputs': fingerprint.output_digests(staged),
               'exported': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
   export.save_model(backbone, head, labels, config.saved_model_dir,
-                    metadata=metadata)
+                    metadata=metadata, extra_files={METRICS_FILE: (
+                        export.json_bytes(run_metrics('published')))})
+  publish.replace_files(staged)
   logging.info('Exported SavedModel to %s, labels to %s%s.',
                config.saved_model_dir, config.output_labels,
                f', frozen graph to {config.output_graph}'
                if config.output_graph else '')
   _log_skipped(skipped)
-  logging.info('Done in %.1f s: %d classes, %s training photos, final test '
-               'accuracy %s, %d file(s) skipped; model in %s.',
-               time.monotonic() - start, len(labels),
+  logging.info('Done in %.1f s: published a model of %d classes trained on %s '
+               'photos, final test accuracy %s, %d file(s) skipped; model in '
+               '%s.', time.monotonic() - start, len(labels),
                f'{sizes["training"]:,}', _percent(test_accuracy), len(skipped),
                config.saved_model_dir)
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
                     cached.computed, skipped)
+
+
+def _laps(durations):
+  """A function that records the seconds since its last call under a name."""
+  last = [time.monotonic()]
+
+  def lap(name):
+    now = time.monotonic()
+    durations[name] = now - last[0]
+    last[0] = now
+  return lap
 
 
 def _percent(accuracy):
@@ -148,23 +219,42 @@ def _log_skipped(skipped):
         f'  {path}: {reason}' for path, reason in skipped))
 
 
-def _check_every_class_usable(labels, photos, image_dir):
+def _usable_classes(labels, photos):
+  """Drops classes none of whose photos could be decoded.
+
+  Returns:
+    (labels, photos) with the photos' class indices renumbered.
+
+  Raises:
+    errors.DataError: fewer than two classes are left.
+  """
   counts = collections.Counter(p.label for p in photos)
-  empty = [labels[i] for i in range(len(labels)) if not counts[i]]
-  if empty:
+  keep = [i for i in range(len(labels)) if counts[i]]
+  for i in range(len(labels)):
+    if not counts[i]:
+      logging.warning('Leaving out class %r: none of its files could be '
+                      'decoded (see the lines above).', labels[i])
+  if len(keep) < 2:
     raise errors.DataError(
-        f'No usable image in the class folder(s) for {", ".join(empty)} in '
-        f'{image_dir}: every file failed to decode (see the lines above). Add '
-        'images that can be decoded, or remove the folder(s).')
+        f'Only {len(keep)} class(es) have images that can be decoded; at least '
+        'two are needed. Add images that can be decoded (see the lines above).')
+  new_index = {old: new for new, old in enumerate(keep)}
+  return ([labels[i] for i in keep],
+          [dataclasses.replace(p, label=new_index[p.label]) for p in photos])
 
 
 def _test(head, test_data, test_photos, labels, config):
-  """Logs retrain.py's final test line; returns the accuracy or None."""
+  """Logs retrain.py's final test line.
+
+  Returns:
+    (accuracy or None, true classes int [n], predicted classes int [n]) of
+    the test photos evaluated.
+  """
   vectors, truth = test_data
   if not len(truth):
     logging.warning('No test photos (--testing_percentage %s): the final test '
                     'accuracy cannot be measured.', config.testing_percentage)
-    return None
+    return None, truth, truth
   rng = np.random.default_rng(config.random_seed + 1)
   indices = head_lib.sample(rng, len(truth), config.test_batch_size)
   predictions = head.probabilities(vectors[indices]).argmax(axis=1)
@@ -176,7 +266,15 @@ def _test(head, test_data, test_photos, labels, config):
     for i, predicted in zip(indices, predictions):
       if predicted != truth[i]:
         logging.info('%70s  %s', test_photos[i].path, labels[predicted])
-  return accuracy
+  return accuracy, truth[indices], predictions
+
+
+def _write_confusion_image(run_dir, truth, predicted, labels, step):
+  matrix = metrics.confusion_matrix(truth, predicted, len(labels))
+  png, size = metrics.confusion_png(matrix, labels)
+  writer = summaries.Writer(run_dir, ('test',))
+  writer.image('test', step, 'confusion_matrix', png, size)
+  writer.close()
 
 
 def _new_run_dir(summaries_dir):

@@ -112,17 +112,6 @@ def test_second_run_computes_nothing_and_keeps_old_logs(tmp_path, hub_module,
     assert os.listdir(os.path.join(outputs['summaries_dir'], run, 'train'))
 
 
-def model_files(outputs):
-  """{path: bytes} of everything a run exported."""
-  files = {}
-  for root, _, names in os.walk(outputs['saved_model_dir']):
-    for name in names:
-      files[os.path.join(root, name)] = pathlib.Path(root, name).read_bytes()
-  for name in ('output_labels', 'output_graph'):
-    files[outputs[name]] = pathlib.Path(outputs[name]).read_bytes()
-  return files
-
-
 def test_model_in_place_is_kept_only_while_nothing_changed(tmp_path, hub_module,
                                                           outputs, caplog):
   caplog.set_level(logging.INFO)
@@ -130,14 +119,14 @@ def test_model_in_place_is_kept_only_while_nothing_changed(tmp_path, hub_module,
   flags = dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
                **outputs, **FAST)
   assert conftest.run_retrain(**flags) == 0
-  exported = model_files(outputs)
+  exported = conftest.model_files(outputs)
 
   def run(**changes):
     caplog.clear()
     assert conftest.run_retrain(**dict(flags, **changes)) == 0
     return 'keeping it. Pass --force to retrain anyway.' in caplog.text
 
-  assert run() and model_files(outputs) == exported  # Not even rewritten.
+  assert run() and conftest.model_files(outputs) == exported  # Not even rewritten.
   assert run(bottleneck_dir=str(tmp_path / 'other_cache'),
              summaries_dir='', cache_batch_size=7)  # Do not shape the model.
   assert not run(learning_rate=0.5)  # A flag that shapes training.
@@ -213,6 +202,8 @@ def test_keras_backbone_end_to_end(tmp_path, outputs):
     (dict(testing_percentage=60, validation_percentage=40), errors.EXIT_USAGE,
      'below 100'),
     (dict(train_batch_size=0), errors.EXIT_USAGE, '--train_batch_size'),
+    (dict(cache_batch_size=0), errors.EXIT_USAGE, '--cache_batch_size'),
+    (dict(min_test_accuracy=150), errors.EXIT_USAGE, '--min_test_accuracy'),
     (dict(tfhub_module='keras:no_such_net'), errors.EXIT_USAGE,
      'Known keras: backbones'),
     (dict(tfhub_module='/no/such/folder'), errors.EXIT_USAGE,
@@ -228,6 +219,8 @@ def test_bad_flags_are_refused(tmp_path, hub_module, outputs, capsys,
   err = capsys.readouterr().err
   assert err.startswith('retrain.py: error: ') and message in err
   assert not os.path.exists(outputs['saved_model_dir'])
+  cache_dir = outputs['bottleneck_dir']
+  assert not os.path.isdir(cache_dir) or os.listdir(cache_dir) == ['.lock']
 
 
 def test_never_replaces_a_folder_that_is_not_an_export(tmp_path, hub_module,
@@ -288,14 +281,32 @@ def test_data_problems_exit_without_a_model(tmp_path, hub_module, outputs,
   err = capsys.readouterr().err
   assert "'Sun_Flower'" in err and "'sun flower'" in err
 
-  # A class whose every file fails to decode.
-  conftest.write_photos(tmp_path / 'broken', per_class=3)
+  # Two classes, one of which has no file that can be decoded.
+  conftest.write_photos(tmp_path / 'broken', {'red': (200, 40, 40),
+                                              'blue': (40, 40, 210)},
+                        per_class=3)
   for name in os.listdir(tmp_path / 'broken' / 'red'):
     (tmp_path / 'broken' / 'red' / name).write_text('not a photo')
   assert conftest.run_retrain(image_dir=str(tmp_path / 'broken'),
                               **flags) == errors.EXIT_NO_DATA
-  assert 'No usable image' in capsys.readouterr().err
+  assert 'Only 1 class(es) have images that can be decoded' in (
+      capsys.readouterr().err)
   assert not os.path.exists(outputs['saved_model_dir'])
+
+
+def test_a_class_that_cannot_be_used_is_left_out(tmp_path, hub_module, outputs,
+                                                 caplog):
+  caplog.set_level(logging.WARNING)
+  conftest.write_photos(tmp_path / 'photos', per_class=6)
+  for name in os.listdir(tmp_path / 'photos' / 'red'):
+    (tmp_path / 'photos' / 'red' / name).write_text('not a photo')
+  os.makedirs(tmp_path / 'photos' / 'empty')
+  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
+                              tfhub_module=hub_module, **outputs, **FAST) == 0
+  assert "Leaving out class 'red'" in caplog.text
+  assert 'Leaving out the class folder' in caplog.text
+  assert 'Skipped 6 file(s)' in caplog.text
+  assert pathlib.Path(outputs['output_labels']).read_text() == 'blue\ngreen\n'
 
 
 def test_undecodable_files_are_skipped_and_listed(tmp_path, hub_module,

@@ -1,0 +1,112 @@
+"""metrics.json: what a run trained on, how the model scored, what it skipped.
+
+Written into every published model folder, and beside it for a candidate the
+quality gate refused, for programs that watch a nightly run:
+
+  {
+    "decision": "published" | "kept" | "refused: <why>",
+    "test_accuracy": 0.912,            (null without test photos)
+    "labels": ["daisy", ...],
+    "counts": {"daisy": {"training": 318, "validation": 40, "testing": 39}},
+    "per_class": {"daisy": {"precision": 0.95, "recall": 0.92, "support": 39}},
+    "confusion_matrix": [[36, 1, ...], ...],  (row: true class, column:
+                                               predicted class; test photos)
+    "backbone": {...}, "flags": {...}, "durations_seconds": {...},
+    "skipped": [{"path": "...", "reason": "..."}], "skipped_count": 1
+  }
+"""
+
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+
+def confusion_matrix(truth, predicted, num_classes):
+  """int64 [num_classes, num_classes]: row true class, column prediction."""
+  matrix = np.zeros([num_classes, num_classes], np.int64)
+  np.add.at(matrix, (np.asarray(truth, np.int64),
+                     np.asarray(predicted, np.int64)), 1)
+  return matrix
+
+
+def per_class(matrix, labels):
+  """{label: {precision, recall, support}}; None where a ratio is 0/0."""
+  result = {}
+  for i, label in enumerate(labels):
+    predicted, actual = matrix[:, i].sum(), matrix[i, :].sum()
+    result[label] = {
+        'precision': float(matrix[i, i] / predicted) if predicted else None,
+        'recall': float(matrix[i, i] / actual) if actual else None,
+        'support': int(actual)}
+  return result
+
+
+def build(*, labels, splits, truth, predicted, config, backbone, durations,
+          skipped, decision):
+  """The metrics.json dict.
+
+  Args:
+    labels: list of str, class-index order.
+    splits: {'training'|'validation'|'testing': list of `images.Photo`}.
+    truth: int [n] true classes of the test photos evaluated.
+    predicted: int [n] the model's classes for them.
+    config: the run's `config.RetrainConfig`.
+    backbone: the `backbones.Backbone`.
+    durations: {stage: seconds}.
+    skipped: list of (path, reason).
+    decision: 'published', or 'refused: <why>'.
+  """
+  matrix = confusion_matrix(truth, predicted, len(labels))
+  counts = {label: {name: 0 for name in splits} for label in labels}
+  for name, photos in splits.items():
+    for photo in photos:
+      counts[labels[photo.label]][name] += 1
+  return {
+      'decision': decision,
+      'test_accuracy': (float(np.trace(matrix) / matrix.sum())
+                        if matrix.sum() else None),
+      'test_photos': int(matrix.sum()),
+      'labels': list(labels),
+      'counts': counts,
+      'per_class': per_class(matrix, labels),
+      'confusion_matrix': matrix.tolist(),
+      'backbone': {'name': backbone.name, 'identity': backbone.identity,
+                   'image_size': list(backbone.image_size),
+                   'feature_dim': backbone.feature_dim,
+                   'preprocessing': backbone.preprocessing},
+      'flags': dataclasses.asdict(config),
+      'durations_seconds': {k: round(v, 3) for k, v in durations.items()},
+      'skipped': [{'path': path, 'reason': reason} for path, reason in skipped],
+      'skipped_count': len(skipped),
+  }
+
+
+def confusion_png(matrix, labels, *, cell=40):
+  """The confusion matrix drawn as a heat map with counts.
+
+  Rows are true classes, columns predictions; a cell's darkness is its share
+  of its row. Labels are listed along the left, in class-index order.
+
+  Returns:
+    (PNG bytes, (width, height)).
+  """
+  n = len(labels)
+  margin = 8 + 7 * min(24, max((len(label) for label in labels), default=1))
+  img = Image.new('RGB', (margin + n * cell + 1, n * cell + 1), 'white')
+  draw = ImageDraw.Draw(img)
+  rows = matrix.sum(axis=1, keepdims=True)
+  share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+  for i in range(n):
+    draw.text((4, i * cell + cell // 2 - 5), labels[i][:24], fill='black')
+    for j in range(n):
+      shade = int(255 * (1 - share[i, j]))
+      box = (margin + j * cell, i * cell, margin + (j + 1) * cell, (i + 1) * cell)
+      draw.rectangle(box, fill=(shade, shade, 255), outline='gray')
+      draw.text((box[0] + 4, box[1] + cell // 2 - 5), str(matrix[i, j]),
+                fill='white' if share[i, j] > 0.5 else 'black')
+  out = io.BytesIO()
+  img.save(out, 'PNG')
+  return out.getvalue(), img.size
