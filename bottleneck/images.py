@@ -68,8 +68,9 @@ def find_photos(image_dir):
     and then key.
 
   Raises:
-    errors.DataError: the folder is missing, two folders give one label, a
-      class folder holds no image file, or there are fewer than two classes.
+    errors.DataError: the folder is missing, two folders give one label, or
+      fewer than two class folders hold image files (empty ones are left out
+      with a warning).
   """
   if not os.path.isdir(image_dir):
     raise errors.DataError(
@@ -96,25 +97,25 @@ def find_photos(image_dir):
           f'Class folders {by_label[label]!r} and {folder!r} in {image_dir} both '
           f'give the label {label!r}; rename or merge one of them.')
     by_label[label] = folder
-  labels = sorted(by_label)  # By label, so that letter case cannot reorder.
-  photos = []
-  for index, label in enumerate(labels):
+  labels, photos = [], []
+  for label in sorted(by_label):  # By label: letter case cannot reorder.
     class_dir = os.path.join(image_dir, by_label[label])
     keys = _image_keys(class_dir)
     if not keys:
-      raise errors.DataError(
-          f'Class folder {class_dir!r} has no image files (extensions '
-          f'{", ".join(IMAGE_EXTENSIONS)}, any letter case). Add images or '
-          'remove the folder.')
+      logging.warning('Leaving out the class folder %s: it has no image files '
+                      '(extensions %s, any letter case).', class_dir,
+                      ' '.join(IMAGE_EXTENSIONS))
+      continue
     if len(keys) < MIN_IMAGES_WARNING:
       logging.warning('Class %r has only %d images; %d or more give a more '
                       'reliable model.', label, len(keys), MIN_IMAGES_WARNING)
-    photos.extend(Photo(os.path.join(class_dir, *key.split('/')), key, index)
-                  for key in keys)
+    photos.extend(Photo(os.path.join(class_dir, *key.split('/')), key,
+                        len(labels)) for key in keys)
+    labels.append(label)
   if len(labels) < 2:
     raise errors.DataError(
-        f'Found {len(labels)} class folder(s) in {image_dir!r}; at least two '
-        'are needed, one subfolder of images per class.')
+        f'Found {len(labels)} class folder(s) with images in {image_dir!r}; at '
+        'least two are needed, one subfolder of images per class.')
   return labels, photos
 
 

@@ -16,6 +16,10 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+# tensorflow_hub defines absl flags when it is first imported. Imported inside
+# a flagsaver block (run_retrain below), its flags would be removed again when
+# the block ends, and a later hub.load would fail; so import it here.
+import tensorflow_hub  # pylint: disable=unused-import
 
 import label_image
 import retrain
@@ -91,6 +95,19 @@ def output_flags(root):
 def outputs(tmp_path):
   """output_flags(tmp_path)."""
   return output_flags(tmp_path)
+
+
+def model_files(outputs):
+  """{path: bytes} of everything a run published: model, labels, graph."""
+  files = {}
+  for root, _, names in os.walk(outputs['saved_model_dir']):
+    for name in names:
+      with open(os.path.join(root, name), 'rb') as f:
+        files[os.path.join(root, name)] = f.read()
+  for name in ('output_labels', 'output_graph'):
+    with open(outputs[name], 'rb') as f:
+      files[outputs[name]] = f.read()
+  return files
 
 
 def run_retrain(**flag_values):

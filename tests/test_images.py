@@ -47,7 +47,7 @@ def test_labels_follow_retrain_py():
     (None, 'not found'),
     (['only'], 'at least two'),
     (['Sun_Flower', 'sun flower'], "both give the label 'sun flower'"),
-    (['a', 'b', 'empty'], 'has no image files'),
+    (['a', 'empty'], 'at least two'),
 ])
 def test_unusable_folders_raise_clear_errors(tmp_path, folders, message):
   root = tmp_path / 'photos'
@@ -58,6 +58,18 @@ def test_unusable_folders_raise_clear_errors(tmp_path, folders, message):
         touch(root / name / 'x.jpg')
   with pytest.raises(errors.DataError, match=message):
     images.find_photos(str(root))
+
+
+def test_empty_class_folders_are_left_out(tmp_path, caplog):
+  caplog.set_level(logging.WARNING)
+  for name in ('a', 'c'):
+    touch(tmp_path / name / 'x.jpg')
+  os.makedirs(tmp_path / 'b' / 'sub')
+  touch(tmp_path / 'b' / 'notes.txt')
+  labels, photos = images.find_photos(str(tmp_path))
+  assert labels == ['a', 'c']
+  assert [p.label for p in photos] == [0, 1]
+  assert 'Leaving out the class folder' in caplog.text
 
 
 def test_small_classes_are_warned_about(tmp_path, caplog):

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
 
 import conftest
@@ -87,6 +88,11 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
   (tmp_path / 'wrong_labels.txt').write_text('a\nb\n')
   (tmp_path / 'no_meta').mkdir()
   (tmp_path / 'no_meta' / 'saved_model.pb').write_bytes(b'')
+  shutil.copytree(model, tmp_path / 'newer')
+  meta = tmp_path / 'newer' / 'assets' / 'bottleneck.json'
+  meta.write_text(meta.read_text().replace('"format": 1', '"format": 99'))
+  shutil.copytree(model, tmp_path / 'half')
+  shutil.rmtree(tmp_path / 'half' / 'variables')
   cases = [
       (dict(image=str(tmp_path / 'missing.jpg'), saved_model_dir=model),
        errors.EXIT_NO_DATA, 'No image found'),
@@ -98,6 +104,10 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
        errors.EXIT_MODEL, 'not an export of retrain.py'),
       (dict(image=photos['red'][0], saved_model_dir=str(tmp_path / 'gone')),
        errors.EXIT_MODEL, 'not found'),
+      (dict(image=photos['red'][0], saved_model_dir=str(tmp_path / 'newer')),
+       errors.EXIT_MODEL, 'exported by a newer version (format 99)'),
+      (dict(image=photos['red'][0], saved_model_dir=str(tmp_path / 'half')),
+       errors.EXIT_MODEL, 'variables/variables.index missing'),
       (dict(image=photos['red'][0], graph=outputs['output_graph'],
             labels=str(tmp_path / 'wrong_labels.txt')),
        errors.EXIT_MODEL, 'gives 3 classes but its labels file has 2'),
