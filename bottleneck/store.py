@@ -204,7 +204,8 @@ class VectorStore:
     count = len(digests)
     b = self._backbone
     try:
-      with h5py.File(tmp, 'w') as out:
+      # libver='latest': the file format with checksums on its metadata too.
+      with h5py.File(tmp, 'w', libver='latest') as out:
         out.attrs.update(format=FORMAT_VERSION, backbone=b.name,
                          identity=b.identity, image_size=list(b.image_size),
                          feature_dim=b.feature_dim,

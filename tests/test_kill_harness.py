@@ -19,7 +19,8 @@ def test_killed_runs_leave_a_good_cache_and_model_and_recover(tmp_path):
   assert counts['corrupted_caches'] == 0, report
   assert counts['lost_models'] == 0, report
   assert counts['failed_recoveries'] == 0, report
-  assert counts['damaged'] == counts['damage_detected'] == 1, report
+  assert counts['damaged'] == 1, report
+  assert counts['damage_detected'] + counts['damage_harmless'] == 1, report
   assert counts['killed'] >= 3, report  # A run may end before its moment.
 
 
