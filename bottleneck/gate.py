@@ -72,11 +72,11 @@ def old_model_accuracy(saved_model_dir, backbone, labels, test_photos,
   Returns:
     Accuracy in [0, 1]; None if there is no model in place or no test photo.
   """
-  metadata = export.read_metadata(saved_model_dir)
+  path = os.path.realpath(saved_model_dir)  # Metadata and model: one export.
+  metadata = export.read_metadata(path)
   if not metadata or not test_photos:
     return None
   truth = [labels[p.label] for p in test_photos]
-  path = os.path.realpath(saved_model_dir)
   try:
     if metadata.get('backbone_identity') == backbone.identity:
       model = tf.saved_model.load(path)

@@ -7,7 +7,6 @@ its labels file (input float32 [batch, height, width, 3] in [0, 1]).
 
 import dataclasses
 import glob
-import json
 import os
 
 import numpy as np
@@ -48,16 +47,13 @@ def load_saved_model(path):
   # A published model folder is a link that a new export replaces at once:
   # resolve it once, so that the metadata and the model come from one export.
   path = os.path.realpath(path)
-  meta_path = os.path.join(path, 'assets', export.METADATA_FILE)
   if not os.path.isfile(os.path.join(path, 'saved_model.pb')):
     raise errors.ModelError(f'{path} is not a SavedModel (no saved_model.pb).')
-  try:
-    with open(meta_path, encoding='utf-8') as f:
-      meta = json.load(f)
-  except (OSError, ValueError) as e:
+  meta = export.read_metadata(path)
+  if meta is None:
     raise errors.ModelError(
-        f'{path} is not an export of retrain.py: cannot read {meta_path} '
-        f'({e}).') from e
+        f'{path} is not an export of retrain.py: its assets/'
+        f'{export.METADATA_FILE} is missing or is not a JSON object.')
   if meta.get('format', 0) > export.FORMAT_VERSION:
     raise errors.ModelError(
         f'{path} was exported by a newer version (format {meta["format"]}); '
