@@ -97,6 +97,14 @@ def outputs(tmp_path):
   return output_flags(tmp_path)
 
 
+@pytest.fixture
+def photo_flags(tmp_path, hub_module, outputs):
+  """retrain.py flags for write_photos(tmp_path / 'photos'), outputs in tmp."""
+  write_photos(tmp_path / 'photos')
+  return dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
+              **outputs)
+
+
 def model_files(outputs):
   """{path: bytes} of everything a run published: model, labels, graph."""
   files = {}

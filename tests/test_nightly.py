@@ -19,16 +19,9 @@ FAST = dict(how_many_training_steps=300, learning_rate=1.0)
 POOR = dict(how_many_training_steps=1, learning_rate=1e-6)
 
 
-@pytest.fixture
-def flags(tmp_path, hub_module, outputs):
-  conftest.write_photos(tmp_path / 'photos', per_class=20)
-  return dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
-              **outputs)
-
-
-def test_metrics_json_and_the_confusion_image(tmp_path, flags, outputs):
+def test_metrics_json_and_the_confusion_image(tmp_path, photo_flags, outputs):
   (tmp_path / 'photos' / 'red' / 'broken.jpg').write_text('not a photo')
-  assert conftest.run_retrain(**flags, **FAST) == 0
+  assert conftest.run_retrain(**photo_flags, **FAST) == 0
   with open(os.path.join(outputs['saved_model_dir'], 'metrics.json')) as f:
     metrics = json.load(f)
   assert metrics['decision'] == 'published'
@@ -58,10 +51,10 @@ def test_metrics_json_and_the_confusion_image(tmp_path, flags, outputs):
 
 
 def test_min_test_accuracy_refuses_and_keeps_the_model_in_place(
-    flags, outputs, capsys):
-  assert conftest.run_retrain(**flags, **FAST) == 0
+    photo_flags, outputs, capsys):
+  assert conftest.run_retrain(**photo_flags, **FAST) == 0
   published = conftest.model_files(outputs)
-  assert conftest.run_retrain(min_test_accuracy=100, **flags,
+  assert conftest.run_retrain(min_test_accuracy=100, **photo_flags,
                               **POOR) == errors.EXIT_QUALITY
   err = capsys.readouterr().err
   assert 'is below --min_test_accuracy 100%' in err
@@ -72,39 +65,40 @@ def test_min_test_accuracy_refuses_and_keeps_the_model_in_place(
     assert json.load(f)['decision'].startswith('refused: Final test accuracy')
 
 
-def test_promote_if_better_keeps_a_better_model_in_place(flags, outputs,
+def test_promote_if_better_keeps_a_better_model_in_place(photo_flags, outputs,
                                                          capsys, caplog):
   caplog.set_level(logging.INFO)
-  assert conftest.run_retrain(**flags, **FAST) == 0
+  assert conftest.run_retrain(**photo_flags, **FAST) == 0
   published = conftest.model_files(outputs)
-  assert conftest.run_retrain(promote_if_better=True, **flags,
+  assert conftest.run_retrain(promote_if_better=True, **photo_flags,
                               **POOR) == errors.EXIT_QUALITY
   assert 'points below the model in place (100.0%)' in capsys.readouterr().err
   assert conftest.model_files(outputs) == published
   # As good as the model in place: published.
-  assert conftest.run_retrain(promote_if_better=True, **flags,
+  assert conftest.run_retrain(promote_if_better=True, **photo_flags,
                               how_many_training_steps=200,
                               learning_rate=1.0) == 0
   assert 'The model in place scores 100.0%' in caplog.text
   assert conftest.model_files(outputs) != published
 
 
-def test_a_run_exits_when_another_holds_the_lock(flags, outputs, capsys):
+def test_a_run_exits_when_another_holds_the_lock(photo_flags, outputs, capsys):
   held = locks.lock_path(outputs['bottleneck_dir'], folder=True)
   with locks.hold([held], timeout=0):
-    assert conftest.run_retrain(**flags, **FAST) == errors.EXIT_LOCKED
+    assert conftest.run_retrain(**photo_flags, **FAST) == errors.EXIT_LOCKED
   err = capsys.readouterr().err
   assert 'Another run (PID' in err and '--lock_timeout' in err
   assert not os.path.exists(outputs['saved_model_dir'])
   with locks.hold([locks.lock_path(outputs['output_graph'])], timeout=0):
-    assert conftest.run_retrain(**flags, **FAST) == errors.EXIT_LOCKED
-  assert conftest.run_retrain(**flags, **FAST) == 0
+    assert conftest.run_retrain(**photo_flags, **FAST) == errors.EXIT_LOCKED
+  assert conftest.run_retrain(**photo_flags, **FAST) == 0
 
 
-def test_the_published_model_folder_is_a_link_swapped_whole(flags, outputs):
-  assert conftest.run_retrain(**flags, **FAST) == 0
+def test_the_published_model_folder_is_a_link_swapped_whole(photo_flags,
+                                                           outputs):
+  assert conftest.run_retrain(**photo_flags, **FAST) == 0
   first = os.path.realpath(outputs['saved_model_dir'])
-  assert conftest.run_retrain(force=True, **flags, **FAST) == 0
+  assert conftest.run_retrain(force=True, **photo_flags, **FAST) == 0
   second = os.path.realpath(outputs['saved_model_dir'])
   assert os.path.islink(outputs['saved_model_dir']) and first != second
   assert os.path.isdir(first)  # Kept for readers that had opened it.

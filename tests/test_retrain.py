@@ -94,12 +94,10 @@ def test_random_labels_do_not_reach_the_accuracy_floor(tmp_path, hub_module,
   assert exported_metadata(outputs['saved_model_dir'])['test_accuracy'] < 0.9
 
 
-def test_second_run_computes_nothing_and_keeps_old_logs(tmp_path, hub_module,
-                                                        outputs, caplog):
+def test_second_run_computes_nothing_and_keeps_old_logs(photo_flags, outputs,
+                                                        caplog):
   caplog.set_level(logging.INFO)
-  conftest.write_photos(tmp_path / 'photos')
-  flags = dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
-               **outputs, **FAST)
+  flags = dict(photo_flags, **FAST)
   assert conftest.run_retrain(**flags) == 0
   assert 'reused 0, computed 60' in caplog.text
   caplog.clear()
@@ -112,12 +110,10 @@ def test_second_run_computes_nothing_and_keeps_old_logs(tmp_path, hub_module,
     assert os.listdir(os.path.join(outputs['summaries_dir'], run, 'train'))
 
 
-def test_model_in_place_is_kept_only_while_nothing_changed(tmp_path, hub_module,
+def test_model_in_place_is_kept_only_while_nothing_changed(tmp_path, photo_flags,
                                                           outputs, caplog):
   caplog.set_level(logging.INFO)
-  conftest.write_photos(tmp_path / 'photos')
-  flags = dict(image_dir=str(tmp_path / 'photos'), tfhub_module=hub_module,
-               **outputs, **FAST)
+  flags = dict(photo_flags, **FAST)
   assert conftest.run_retrain(**flags) == 0
   exported = conftest.model_files(outputs)
 
