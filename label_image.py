@@ -5,6 +5,7 @@ r"""Label images with a model exported by retrain.py.
   python label_image.py --image 'photos/*/*.jpg' --output_format json
   python label_image.py --graph /tmp/output_graph.pb \
       --labels /tmp/output_labels.txt --image photo.jpg
+  python label_image.py --tflite_model model.tflite --image photo.jpg
 
 With no model flag it reads the SavedModel that retrain.py exports by default.
 The input size and preprocessing come from the model itself.
@@ -27,8 +28,16 @@ flags.DEFINE_string('image', None,
 flags.DEFINE_string('graph', None,
                     'Frozen graph (retrain.py --output_graph) to use instead '
                     'of --saved_model_dir.')
-flags.DEFINE_string('labels', config.RETRAIN_DEFAULTS['output_labels'],
-                    'Labels file of --graph.')
+flags.DEFINE_string(
+    'tflite_model', None,
+    '.tflite model (retrain.py --tflite_output_file or '
+    '--tflite_int8_output_file) to use instead of --saved_model_dir; its '
+    'labels are inside it.')
+flags.DEFINE_string(
+    'labels', None,
+    'Labels file, one label per line: of --graph (default: '
+    f'{config.RETRAIN_DEFAULTS["output_labels"]}, where retrain.py writes it), '
+    'or of a --tflite_model from another tool (retrain.py\'s carry theirs).')
 flags.DEFINE_string('input_layer', 'Placeholder', 'Input node of --graph.')
 flags.DEFINE_string('output_layer', config.RETRAIN_DEFAULTS['final_tensor_name'],
                     'Output node of --graph.')
@@ -53,10 +62,14 @@ def _label(extra_images):
     raise errors.UsageError('--top_k and --batch_size must be >= 1.')
   paths = [path for pattern in patterns
            for path in predict.find_images(pattern)]
-  if FLAGS.graph:
+  if FLAGS.graph and FLAGS.tflite_model:
+    raise errors.UsageError('Pass --graph or --tflite_model, not both.')
+  if FLAGS.tflite_model:
+    model = predict.load_tflite(FLAGS.tflite_model, labels_path=FLAGS.labels)
+  elif FLAGS.graph:
     model = predict.load_frozen_graph(
-        FLAGS.graph, FLAGS.labels, input_layer=FLAGS.input_layer,
-        output_layer=FLAGS.output_layer)
+        FLAGS.graph, FLAGS.labels or config.RETRAIN_DEFAULTS['output_labels'],
+        input_layer=FLAGS.input_layer, output_layer=FLAGS.output_layer)
   else:
     model = predict.load_saved_model(FLAGS.saved_model_dir)
   results = predict.label_images(model, paths, top_k=FLAGS.top_k,

@@ -62,8 +62,11 @@ class Backbone:
       backbones share cached vectors only if their identities are equal.
     module: the object that owns the variables (a Keras model or a loaded
       SavedModel); an export must keep a reference to it.
-    features: tf.function, float32 [batch, height, width, 3] in [0, 1] ->
-      float32 [batch, feature_dim].
+    features: function, float32 [batch, height, width, 3] in [0, 1] ->
+      float32 [batch, feature_dim] (a tf.function returning a Tensor for
+      float32 backbones; a `tflite.Runner` returning numpy for int8 ones).
+    precision: 'float32', or 'int8' for a quantized copy (see `quantize`).
+    tflite_model: bytes of the .tflite model that `features` runs, for int8.
   """
   name: str
   image_size: tuple
@@ -72,6 +75,8 @@ class Backbone:
   identity: str
   module: object
   features: object
+  precision: str = 'float32'
+  tflite_model: bytes = None
 
 
 def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0):

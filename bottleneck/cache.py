@@ -94,7 +94,7 @@ def _compute(todo, backbone, vectors, batch_size):
 
   def flush():
     pixels = np.stack(batch_pixels).astype(np.float32) / 255.0
-    vectors.append(batch_digests, backbone.features(pixels).numpy())
+    vectors.append(batch_digests, np.asarray(backbone.features(pixels)))
     report.update(len(batch_digests))
     batch_digests.clear()
     batch_pixels.clear()

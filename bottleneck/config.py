@@ -23,6 +23,9 @@ DEFAULT_TOP_K = 5
 # in the CPU caches); one image per call pays the per-call overhead.
 DEFAULT_BATCH_SIZE = 4
 OUTPUT_FORMATS = ('text', 'json', 'csv')
+# How the cache stage runs the backbone: TensorFlow in float32, or a
+# post-training int8 TFLite copy of it (see quantize.py).
+PRECISIONS = ('float32', 'int8')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,7 @@ class RetrainConfig:
   bottleneck_dir: str = '/tmp/bottleneck'
   tfhub_module: str = DEFAULT_MODULE
   keras_weights: str = 'imagenet'
+  backbone_precision: str = 'float32'  # One of PRECISIONS.
   image_size: int = 0  # 0: the backbone's own input size.
   testing_percentage: float = 10.0
   validation_percentage: float = 10.0
@@ -46,6 +50,9 @@ class RetrainConfig:
   output_labels: str = '/tmp/output_labels.txt'
   output_graph: str = '/tmp/output_graph.pb'
   saved_model_dir: str = DEFAULT_SAVED_MODEL_DIR
+  # TFLite classifiers (image -> probabilities, labels attached); '': none.
+  tflite_output_file: str = ''  # float32 backbone.
+  tflite_int8_output_file: str = ''  # int8 backbone.
   summaries_dir: str = '/tmp/retrain_logs'
   random_seed: int = 0
   cache_batch_size: int = DEFAULT_BATCH_SIZE
@@ -90,6 +97,9 @@ class RetrainConfig:
     if not self.final_tensor_name.replace('_', '').isalnum():
       problems.append(f'--final_tensor_name is {self.final_tensor_name!r}; '
                       'use letters, digits and underscores.')
+    if self.backbone_precision not in PRECISIONS:
+      problems.append(f'--backbone_precision is {self.backbone_precision!r}; '
+                      f'it must be one of {", ".join(PRECISIONS)}.')
     if not self.output_labels:
       problems.append('--output_labels must not be empty.')
     if not self.saved_model_dir:

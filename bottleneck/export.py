@@ -22,7 +22,6 @@ previous complete model or the new complete one.
 
 import json
 import os
-import shutil
 
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
@@ -70,53 +69,69 @@ class Classifier(tf.Module):
         [*self._size, 3], tf.float32))
 
 
-def save_model(backbone, head, labels, saved_model_dir, *, metadata,
-               extra_files=None):
-  """Writes the SavedModel (see the module docstring) and publishes it.
+def write_model(backbone, head, labels, staging, *, metadata, trained_on=None):
+  """Writes the SavedModel (see the module docstring) into staging/model.
 
   Args:
-    backbone: a `backbones.Backbone`.
+    backbone: the float32 `backbones.Backbone` the model runs.
     head: a `head.Head`.
     labels: list of str, in class-index order.
+    staging: an empty folder (`publish.staging_dir`); the caller removes it.
+    metadata: dict of JSON values added to assets/bottleneck.json.
+    trained_on: the `backbones.Backbone` whose vectors the head was trained
+      on, if not `backbone` (an int8 copy of it); its identity and precision
+      are recorded.
+
+  Returns:
+    The path of the SavedModel folder, to be published with `publish_model`.
+  """
+  trained_on = trained_on or backbone
+  asset_dir = os.path.join(staging, 'staged_assets')
+  os.makedirs(asset_dir)
+  _write_text(os.path.join(asset_dir, LABELS_FILE), labels_text(labels))
+  _write_text(os.path.join(asset_dir, METADATA_FILE), json.dumps(dict(
+      metadata, format=FORMAT_VERSION, labels=list(labels),
+      image_size=list(backbone.image_size), backbone=backbone.name,
+      # The vectors the head was trained on; `gate` reuses cached vectors of
+      # the same identity to evaluate this model's head.
+      backbone_identity=trained_on.identity,
+      backbone_precision=trained_on.precision,
+      computes_features_in=backbone.precision,
+      preprocessing=backbone.preprocessing,
+      input='float32 [batch, height, width, 3] in [0, 1]'), indent=2))
+  model = Classifier(backbone, head, labels, asset_dir)
+  height, width = backbone.image_size
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def serve_bytes(image_bytes):
+    return {'probabilities': model.probabilities(model.decode(image_bytes))}
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, height, width, 3], tf.float32)])
+  def serve_images(images):
+    return {'probabilities': model.probabilities(images)}
+
+  model_dir = os.path.join(staging, 'model')
+  tf.saved_model.save(model, model_dir, signatures={
+      'serving_default': serve_bytes, 'serving_images': serve_images})
+  return model_dir
+
+
+def publish_model(model_dir, saved_model_dir, *, extra_files):
+  """Adds files to a written SavedModel, and publishes it atomically.
+
+  Args:
+    model_dir: from `write_model`.
     saved_model_dir: destination; an earlier export there is replaced
       atomically (see `publish.replace_dir`).
-    metadata: dict of JSON values added to assets/bottleneck.json.
     extra_files: {file name: bytes} written at the model folder's top level
-      (metrics.json), published with it.
+      (metrics.json).
   """
-  staging = publish.staging_dir(saved_model_dir)
-  try:
-    asset_dir = os.path.join(staging, 'staged_assets')
-    os.makedirs(asset_dir)
-    _write_text(os.path.join(asset_dir, LABELS_FILE), labels_text(labels))
-    _write_text(os.path.join(asset_dir, METADATA_FILE), json.dumps(dict(
-        metadata, format=FORMAT_VERSION, labels=list(labels),
-        image_size=list(backbone.image_size), backbone=backbone.name,
-        backbone_identity=backbone.identity,
-        preprocessing=backbone.preprocessing,
-        input='float32 [batch, height, width, 3] in [0, 1]'), indent=2))
-    model = Classifier(backbone, head, labels, asset_dir)
-    height, width = backbone.image_size
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def serve_bytes(image_bytes):
-      return {'probabilities': model.probabilities(model.decode(image_bytes))}
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, height, width, 3], tf.float32)])
-    def serve_images(images):
-      return {'probabilities': model.probabilities(images)}
-
-    model_dir = os.path.join(staging, 'model')
-    tf.saved_model.save(model, model_dir, signatures={
-        'serving_default': serve_bytes, 'serving_images': serve_images})
-    for name, data in (extra_files or {}).items():
-      with open(os.path.join(model_dir, name), 'wb') as f:
-        f.write(data)
-    _fsync_tree(model_dir)
-    publish.replace_dir(model_dir, saved_model_dir)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+  for name, data in extra_files.items():
+    with open(os.path.join(model_dir, name), 'wb') as f:
+      f.write(data)
+  _fsync_tree(model_dir)
+  publish.replace_dir(model_dir, saved_model_dir)
 
 
 def read_metadata(saved_model_dir):

@@ -22,7 +22,8 @@ from bottleneck import images
 # what is logged, and how the cache stage batches its work.
 _NOT_IN_MODEL = frozenset((
     'image_dir', 'bottleneck_dir', 'summaries_dir', 'saved_model_dir',
-    'output_labels', 'output_graph', 'print_misclassified_test_images',
+    'output_labels', 'output_graph', 'tflite_output_file',
+    'tflite_int8_output_file', 'print_misclassified_test_images',
     'cache_batch_size', 'force', 'lock_timeout', 'min_test_accuracy',
     'promote_if_better'))
 

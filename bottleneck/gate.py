@@ -85,14 +85,11 @@ def old_model_accuracy(saved_model_dir, backbone, labels, test_photos,
       old_labels = metadata['labels']
       guesses = [old_labels[i] for i in
                  old_head.probabilities(test_vectors).argmax(axis=1)]
-    else:
-      model = predict.load_saved_model(path)
-      guesses = [None if isinstance(result, errors.DecodeError) else
-                 result[0][0] for _, result in predict.label_images(
-                     model, [p.path for p in test_photos], top_k=1)]
+      return float(np.mean([g == t for g, t in zip(guesses, truth)]))
+    return predict.accuracy(predict.load_saved_model(path),
+                            [p.path for p in test_photos], truth)
   except (errors.BottleneckError, OSError, KeyError, ValueError,
           tf.errors.OpError) as e:
     logging.warning('Cannot evaluate the model in place (%s); the new model '
                     'replaces it.', e)
     return None
-  return float(np.mean([g == t for g, t in zip(guesses, truth)]))

@@ -25,9 +25,9 @@ from bottleneck import images
 from bottleneck import locks
 from bottleneck import metrics
 from bottleneck import publish
+from bottleneck import quantize
+from bottleneck import release
 from bottleneck import summaries
-
-METRICS_FILE = 'metrics.json'
 
 
 @dataclasses.dataclass
@@ -42,6 +42,8 @@ class RunSummary:
     computed: vectors computed by this run.
     skipped: list of (path, reason) for files that were not used.
     kept: True if the model in place was kept because nothing had changed.
+    exports: {form: {'path', 'features', 'test_accuracy'}} of the exported
+      forms measured on the test photos (see `release`); {} if none was.
   """
   labels: list
   split_sizes: dict
@@ -50,6 +52,7 @@ class RunSummary:
   computed: int
   skipped: list
   kept: bool = False
+  exports: dict = dataclasses.field(default_factory=dict)
 
 
 def refused_metrics_path(saved_model_dir):
@@ -68,7 +71,9 @@ def retrain(config):
       lock, or the quality gate refused the model; the message says what.
   """
   start = time.monotonic()
-  outputs = [p for p in (config.output_labels, config.output_graph) if p]
+  outputs = [p for p in (config.output_labels, config.output_graph,
+                         config.tflite_output_file,
+                         config.tflite_int8_output_file) if p]
   export.check_destinations(config.saved_model_dir, outputs)
   lock_files = [locks.lock_path(config.bottleneck_dir, folder=True),
                 locks.lock_path(config.saved_model_dir)]
@@ -85,14 +90,17 @@ def _retrain(config, outputs, start):
   durations = {}
   lap = _laps(durations)
   labels, photos = images.find_photos(config.image_dir)
-  backbone = backbones.load_backbone(
+  float_backbone = backbones.load_backbone(
       config.tfhub_module, keras_weights=config.keras_weights,
       image_size=config.image_size, seed=config.random_seed)
   logging.info('Backbone %s: input %dx%d, %d features, preprocessing %s.',
-               backbone.name, *backbone.image_size, backbone.feature_dim,
-               backbone.preprocessing)
+               float_backbone.name, *float_backbone.image_size,
+               float_backbone.feature_dim, float_backbone.preprocessing)
   lap('list_and_load')
   photos, unreadable = images.digest_photos(photos)
+  int8_backbone = _int8_backbone(config, float_backbone, photos)
+  backbone = (int8_backbone() if config.backbone_precision == 'int8' else
+              float_backbone)
   cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
                                    batch_size=config.cache_batch_size)
   skipped = unreadable + cached.skipped
@@ -133,7 +141,7 @@ def _retrain(config, outputs, start):
     logging.warning('Class %r has no training photo; add photos to it.',
                     labels[index])
 
-  run_dir = _new_run_dir(config.summaries_dir)
+  run_dir = summaries.new_run_dir(config.summaries_dir)
   head = head_lib.train_head(
       data['training'], data['validation'], num_classes=len(labels),
       schedule=head_lib.Schedule(
@@ -147,8 +155,11 @@ def _retrain(config, outputs, start):
                                           splits['testing'], labels, config)
   lap('train_and_test')
   if run_dir:
-    _write_confusion_image(run_dir, truth, predicted, labels,
-                           config.how_many_training_steps)
+    matrix = metrics.confusion_matrix(truth, predicted, len(labels))
+    writer = summaries.Writer(run_dir, ('test',))
+    writer.image('test', config.how_many_training_steps, 'confusion_matrix',
+                 *metrics.confusion_png(matrix, labels))
+    writer.close()
 
   def run_metrics(decision):
     return metrics.build(labels=labels, splits=splits, truth=truth,
@@ -168,26 +179,20 @@ def _retrain(config, outputs, start):
         f'{refusal} The new model was not published; the model in '
         f'{config.saved_model_dir} (if any) is kept. Its metrics: {path}')
 
-  # Everything is written before anything is published; the SavedModel,
-  # which records the files beside it, goes first.
-  staged = [publish.stage_file(config.output_labels,
-                               export.text_bytes(export.labels_text(labels)))]
-  if config.output_graph:
-    staged.append(publish.stage_file(config.output_graph, export.frozen_graph(
-        backbone, head, final_tensor_name=config.final_tensor_name)))
-  lap('labels_and_graph')
-  metadata = {'test_accuracy': test_accuracy, 'split_sizes': sizes,
-              'fingerprint': run_fingerprint,
-              'outputs': fingerprint.output_digests(staged),
-              'exported': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
-  export.save_model(backbone, head, labels, config.saved_model_dir,
-                    metadata=metadata, extra_files={METRICS_FILE: (
-                        export.json_bytes(run_metrics('published')))})
-  publish.replace_files(staged)
-  logging.info('Exported SavedModel to %s, labels to %s%s.',
-               config.saved_model_dir, config.output_labels,
-               f', frozen graph to {config.output_graph}'
-               if config.output_graph else '')
+  def published_metrics(exports):
+    lap('export')
+    return dict(run_metrics('published'), exports=exports)
+
+  exports = release.release(
+      config, release.Trained(labels, head, backbone, float_backbone,
+                              int8_backbone),
+      test_photos=splits['testing'], metadata={
+          'test_accuracy': test_accuracy, 'split_sizes': sizes,
+          'fingerprint': run_fingerprint,
+          'exported': time.strftime('%Y-%m-%dT%H:%M:%S%z')},
+      metrics=published_metrics)
+  logging.info('Exported the model to %s.', ', '.join(
+      [config.saved_model_dir] + outputs))
   _log_skipped(skipped)
   logging.info('Done in %.1f s: published a model of %d classes trained on %s '
                'photos, final test accuracy %s, %d file(s) skipped; model in '
@@ -195,7 +200,28 @@ def _retrain(config, outputs, start):
                f'{sizes["training"]:,}', _percent(test_accuracy), len(skipped),
                config.saved_model_dir)
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
-                    cached.computed, skipped)
+                    cached.computed, skipped, exports=exports)
+
+
+def _int8_backbone(config, float_backbone, photos):
+  """A function that returns the int8 copy of the backbone (see `quantize`).
+
+  It converts the backbone on its first call if no copy is cached, calibrated
+  on this run's training photos.
+  """
+  def calibration():
+    training = images.split_photos(
+        photos, testing_percentage=config.testing_percentage,
+        validation_percentage=config.validation_percentage)['training']
+    return quantize.calibration_photos(training)
+  copy = []
+
+  def int8_backbone():
+    if not copy:
+      copy.append(quantize.int8_backbone(float_backbone, config.bottleneck_dir,
+                                         calibration))
+    return copy[0]
+  return int8_backbone
 
 
 def _laps(durations):
@@ -267,24 +293,3 @@ def _test(head, test_data, test_photos, labels, config):
       if predicted != truth[i]:
         logging.info('%70s  %s', test_photos[i].path, labels[predicted])
   return accuracy, truth[indices], predictions
-
-
-def _write_confusion_image(run_dir, truth, predicted, labels, step):
-  matrix = metrics.confusion_matrix(truth, predicted, len(labels))
-  png, size = metrics.confusion_png(matrix, labels)
-  writer = summaries.Writer(run_dir, ('test',))
-  writer.image('test', step, 'confusion_matrix', png, size)
-  writer.close()
-
-
-def _new_run_dir(summaries_dir):
-  """A new subfolder of summaries_dir for this run; earlier ones are kept."""
-  if not summaries_dir:
-    return None
-  base = os.path.join(summaries_dir, time.strftime('run-%Y%m%d-%H%M%S'))
-  path, n = base, 1
-  while os.path.exists(path):
-    n += 1
-    path = f'{base}-{n}'
-  os.makedirs(path)
-  return path

@@ -1,8 +1,9 @@
 """Load an export of retrain.py and label images with it.
 
-Two kinds of export: the SavedModel folder (labels, input size and
-preprocessing come from the model itself) and retrain.py's frozen graph with
-its labels file (input float32 [batch, height, width, 3] in [0, 1]).
+Three kinds of export: the SavedModel folder and the .tflite file (labels,
+input size and preprocessing come from the model itself), and retrain.py's
+frozen graph with its labels file (input float32 [batch, height, width, 3] in
+[0, 1]).
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ from bottleneck import decode
 from bottleneck import errors
 from bottleneck import export
 from bottleneck import images
+from bottleneck import tflite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +92,8 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
   try:
     with open(graph_path, 'rb') as f:
       graph_def = tf.compat.v1.GraphDef.FromString(f.read())
-    with open(labels_path, encoding='utf-8') as f:
-      labels = [line.rstrip('\n') for line in f if line.strip()]
+    with open(labels_path, 'rb') as f:
+      labels = _label_lines(f.read())
   except OSError as e:
     raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
   except Exception as e:  # protobuf's DecodeError has no common base with OSError.
@@ -119,6 +121,43 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
 
   return _checked(LoadedModel(labels, (int(shape[1]), int(shape[2])), classify),
                   graph_path)
+
+
+def load_tflite(path, *, labels_path=None):
+  """Loads a .tflite classifier: retrain.py's, or another image classifier.
+
+  Args:
+    path: the .tflite file.
+    labels_path: a labels file (one label per line) to use instead of the
+      labels.txt attached to the model; needed for a model without one.
+
+  Raises:
+    errors.ModelError: a file is missing or not what it should be.
+  """
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+    labels = None
+    if labels_path:
+      with open(labels_path, 'rb') as f:
+        labels = _label_lines(f.read())
+  except OSError as e:
+    raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
+  runner = tflite.Runner(data, name=path)
+  attached = tflite.attached_files(data)
+  if labels is None and export.LABELS_FILE not in attached:
+    raise errors.ModelError(
+        f'{path} carries no {export.LABELS_FILE} (it was not written by '
+        'retrain.py); pass its labels file with --labels.')
+  if labels is None:
+    labels = _label_lines(attached[export.LABELS_FILE])
+  return _checked(LoadedModel(labels, runner.image_size, runner), path)
+
+
+def _label_lines(data):
+  """Labels, one per line, from a labels file's bytes."""
+  text = data.decode('utf-8', 'surrogateescape')
+  return [line.rstrip('\r') for line in text.split('\n') if line.strip()]
 
 
 def _checked(model, where):
@@ -188,3 +227,22 @@ def label_images(model, paths, *, top_k,
       batch = []
   if batch:
     yield from run(batch)
+
+
+def accuracy(model, paths, truth):
+  """Share of image files whose top label is the true one.
+
+  Args:
+    model: a `LoadedModel`.
+    paths: list of image file paths.
+    truth: list of str, the true label of each; a file that cannot be decoded,
+      or whose label the model does not know, counts as a mistake.
+
+  Returns:
+    float in [0, 1]; None for no files.
+  """
+  if not paths:
+    return None
+  guesses = [None if isinstance(result, errors.DecodeError) else result[0][0]
+             for _, result in label_images(model, paths, top_k=1)]
+  return float(np.mean([g == t for g, t in zip(guesses, truth)]))

@@ -65,3 +65,20 @@ class Writer:
     self._writers[subfolder].write(event_pb2.Event(
         wall_time=time.time(), step=step,
         summary=summary_pb2.Summary(value=values)).SerializeToString())
+
+
+def new_run_dir(summaries_dir):
+  """A new subfolder of summaries_dir for this run; earlier ones are kept.
+
+  Returns:
+    Its path, or None if summaries_dir is '' (no summaries).
+  """
+  if not summaries_dir:
+    return None
+  base = os.path.join(summaries_dir, time.strftime('run-%Y%m%d-%H%M%S'))
+  path, n = base, 1
+  while os.path.exists(path):
+    n += 1
+    path = f'{base}-{n}'
+  os.makedirs(path)
+  return path

@@ -1,0 +1,158 @@
+"""The end of a run: write every output, check the exported forms, publish.
+
+The outputs, all written before any of them is published:
+
+  --output_labels            labels, one per line (retrain.py's file)
+  --output_graph             frozen graph (retrain.py's contract; see `export`)
+  --tflite_output_file       .tflite, float32 backbone + head (`export_tflite`)
+  --tflite_int8_output_file  .tflite, int8 backbone + head
+  --saved_model_dir          the SavedModel, with metrics.json; published last,
+                             as it records the digests of the files beside it.
+
+Each exported form is measured on the test photos, through the loaders that
+label_image.py uses, whenever a form may compute other features than those the
+head was trained on: with --backbone_precision int8 (the SavedModel and the
+frozen graph run the float backbone), and whenever a .tflite is written (another
+runtime, or int8). The figures go to metrics.json ('exports') and to the log.
+Otherwise every form runs the very function that computed the training
+vectors, and the final test accuracy is theirs.
+"""
+
+import dataclasses
+import os
+import shutil
+
+from absl import logging
+
+from bottleneck import export
+from bottleneck import export_tflite
+from bottleneck import fingerprint
+from bottleneck import predict
+from bottleneck import publish
+from bottleneck import tflite
+
+METRICS_FILE = 'metrics.json'
+_FORM_NAMES = {'saved_model': 'SavedModel', 'frozen_graph': 'frozen graph',
+               'tflite_float32': 'TFLite float32', 'tflite_int8': 'TFLite int8'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """What a run trained, and what its exports are built from.
+
+  Attributes:
+    labels: list of str, class-index order.
+    head: a `head.Head`.
+    backbone: the `backbones.Backbone` whose vectors the head was trained on.
+    float_backbone: the float32 backbone (the same as `backbone` unless the
+      run used --backbone_precision int8).
+    int8_backbone: function of no arguments that returns the int8 copy of the
+      backbone (converting it if it is not cached yet).
+  """
+  labels: list
+  head: object
+  backbone: object
+  float_backbone: object
+  int8_backbone: object
+
+
+def release(config, trained, *, test_photos, metadata, metrics):
+  """Writes, checks and publishes every output of a run.
+
+  Args:
+    config: the run's `config.RetrainConfig`.
+    trained: a `Trained`.
+    test_photos: list of `images.Photo`, the test set (labels renumbered as
+      `trained.labels`).
+    metadata: dict of JSON values for the SavedModel's assets/bottleneck.json.
+    metrics: function from the exports' figures (a dict, see the module
+      docstring) to the dict written as metrics.json.
+
+  Returns:
+    {form: {'path', 'features', 'test_accuracy'}} for the forms measured, or
+    {} if none was.
+  """
+  staged, forms = [], []
+  try:
+    staged.append(publish.stage_file(config.output_labels, export.text_bytes(
+        export.labels_text(trained.labels))))
+    labels_file = staged[0][0]
+    if config.output_graph:
+      staged.append(publish.stage_file(config.output_graph, export.frozen_graph(
+          trained.float_backbone, trained.head,
+          final_tensor_name=config.final_tensor_name)))
+      forms.append(('frozen_graph', 'float32', config.output_graph,
+                    _loader(predict.load_frozen_graph, staged[-1][0],
+                            labels_file,
+                            output_layer=config.final_tensor_name)))
+    for precision, path in (('float32', config.tflite_output_file),
+                            ('int8', config.tflite_int8_output_file)):
+      if path:
+        staged.append(publish.stage_file(path, _tflite_file(trained,
+                                                            precision)))
+        forms.append((f'tflite_{precision}', precision, path,
+                      _loader(predict.load_tflite, staged[-1][0])))
+    staging = publish.staging_dir(config.saved_model_dir)
+    try:
+      model_dir = export.write_model(
+          trained.float_backbone, trained.head, trained.labels, staging,
+          metadata=dict(metadata, outputs=fingerprint.output_digests(staged)),
+          trained_on=trained.backbone)
+      forms.insert(0, ('saved_model', 'float32', config.saved_model_dir,
+                       _loader(predict.load_saved_model, model_dir)))
+      measure = test_photos and (trained.backbone.precision != 'float32' or
+                                 config.tflite_output_file or
+                                 config.tflite_int8_output_file)
+      exports = _measure(forms, test_photos, trained) if measure else {}
+      export.publish_model(model_dir, config.saved_model_dir, extra_files={
+          METRICS_FILE: export.json_bytes(metrics(exports))})
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  except BaseException:
+    for tmp, _ in staged:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    raise
+  publish.replace_files(staged)
+  return exports
+
+
+def _loader(load, *args, **kwargs):
+  return lambda: load(*args, **kwargs)
+
+
+def _tflite_file(trained, precision):
+  """The .tflite classifier of one precision, with its files attached."""
+  if precision == 'int8':
+    model = export_tflite.int8_classifier(trained.int8_backbone(), trained.head)
+  else:
+    model = export_tflite.float_classifier(trained.float_backbone,
+                                           trained.head)
+  backbone = trained.float_backbone
+  return tflite.attach_files(model, {
+      export.LABELS_FILE: export.text_bytes(export.labels_text(trained.labels)),
+      export.METADATA_FILE: export.json_bytes({
+          'format': export.FORMAT_VERSION, 'labels': list(trained.labels),
+          'image_size': list(backbone.image_size), 'backbone': backbone.name,
+          'preprocessing': backbone.preprocessing,
+          'computes_features_in': precision,
+          'backbone_precision': trained.backbone.precision,
+          'input': 'float32 [batch, height, width, 3] in [0, 1]',
+          'output': 'float32 [batch, classes] probabilities'})})
+
+
+def _measure(forms, test_photos, trained):
+  """Test accuracy of each exported form; see the module docstring."""
+  paths = [p.path for p in test_photos]
+  truth = [trained.labels[p.label] for p in test_photos]
+  exports = {}
+  for form, features, path, load in forms:
+    exports[form] = {'path': os.path.abspath(path), 'features': features,
+                     'test_accuracy': predict.accuracy(load(), paths, truth)}
+  logging.info(
+      'Exported forms on the %d test photos: %s (the head was trained on %s '
+      'features).', len(paths), ', '.join(
+          f'{_FORM_NAMES[form]} ({e["features"]} features) '
+          f'{e["test_accuracy"]:.1%}' for form, e in exports.items()),
+      trained.backbone.precision)
+  return exports
