@@ -43,7 +43,7 @@ def backbone_limit(backbone, pixels, *, batch_size, images=320):
   """Speed and CPU cost of the backbone alone on decoded, resized batches.
 
   Args:
-    backbone: a `backbones.Backbone`.
+    backbone: a `backbones.Backbone` (or anything with its `features`).
     pixels: uint8 [n, height, width, 3] decoded photos, cycled through.
     batch_size: images per call, as the cache stage uses.
     images: how many images to time (after one untimed warm-up call).
@@ -55,10 +55,10 @@ def backbone_limit(backbone, pixels, *, batch_size, images=320):
   batch_list = [np.take(floats, range(i * batch_size, (i + 1) * batch_size),
                         axis=0, mode='wrap')
                 for i in range(max(1, images // batch_size))]
-  backbone.features(batch_list[0]).numpy()
+  np.asarray(backbone.features(batch_list[0]))
   start, cpu = time.perf_counter(), time.process_time()
   for batch in batch_list:
-    backbone.features(batch).numpy()
+    np.asarray(backbone.features(batch))
   count = len(batch_list) * batch_size
   return (count / (time.perf_counter() - start),
           (time.process_time() - cpu) * 1000 / count)

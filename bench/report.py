@@ -45,12 +45,15 @@ class Table:
     self._add(name, f'{seconds:.2f} s', seconds, reference, reference_name,
               target, at_most)
 
-  def accuracy(self, name, reduced, full):
-    """Test accuracy with reduced-scale and with full JPEG decoding."""
-    gap = abs(reduced - full) * 100
-    self._rows.append((name, f'reduced {reduced:.1%}, full {full:.1%}',
-                       f'{gap:.1f} points apart', '<= 1 point',
-                       'yes' if gap <= 1 else '**no**'))
+  def accuracy(self, name, first, second, *, names=('reduced', 'full'),
+               target=1.0):
+    """Two test accuracies, and their gap against a target in points."""
+    gap = abs(first - second) * 100
+    self._rows.append((
+        name, f'{names[0]} {first:.1%}, {names[1]} {second:.1%}',
+        f'{gap:.1f} points apart',
+        '' if target is None else f'<= {target:g} point',
+        '' if target is None else 'yes' if gap <= target else '**no**'))
 
   def memory(self, name, child, reference=None):
     """A child's peak RSS, optionally as a ratio of another child's."""

@@ -6,11 +6,11 @@ measures, in this one process (and children it times), with the backbone of the
 main job (keras:mobilenet_v2, the weights in ../shared/data): the backbone's own
 speed, the cache stage on the flower photos and on 12 MP photos, the
 one-image-at-a-time baseline, warm reruns, head training, label_image, the
-cache stage's peak memory at 2,000 and 20,000 photos, and the test accuracy
-with and without reduced-scale JPEG decoding. Each speed is the median of
---repeats runs. Generated photos are kept in --work_dir (about 2 GB) for the
-next run; the caches and models there are rebuilt every run. About 25 minutes
-on 2 cores.
+cache stage's peak memory at 2,000 and 20,000 photos, the test accuracy
+with and without reduced-scale JPEG decoding, and the int8 rows (see
+bench/int8.py). Each speed is the median of --repeats runs. Generated photos
+are kept in --work_dir (about 2 GB) for the next run; the caches and models
+there are rebuilt every run. About 30 minutes on 2 cores.
 """
 
 import collections
@@ -31,6 +31,7 @@ from absl import logging
 import numpy as np
 
 from bench import data
+from bench import int8
 from bench import measure
 from bench import report
 from bottleneck import backbones
@@ -207,6 +208,15 @@ def main(argv):
                    measure.accuracy(head, reduced_x, test_y),
                    measure.accuracy(head, full_x_, test_y))
 
+  logging.info('int8 backbone and .tflite exports...')
+  label_paths = [p.path for p in flowers[:FLAGS.label_photos]]
+  int8.run(table, backbone=backbone, flowers_dir=FLAGS.flowers,
+           flowers=flowers, split=split, pixels=pixels,
+           work_dir=FLAGS.work_dir, repeats=FLAGS.repeats, float_head=head,
+           float_accuracy=measure.accuracy(head, test_x, test_y),
+           schedule=schedule, retrain_args=retrain_args,
+           label_paths=label_paths)
+
   logging.info('Warm reruns...')
   import_seconds = median_of(lambda: measure.wall_time(
       [sys.executable, '-c', 'import tensorflow'])[0])
@@ -258,7 +268,6 @@ def main(argv):
   logging.info('label_image...')
   model = predict.load_saved_model(os.path.join(FLAGS.work_dir, 'flowers',
                                                 'model'))
-  label_paths = [p.path for p in flowers[:FLAGS.label_photos]]
   # Interleaved with the backbone limit, as the cache stage's rounds are.
   label_rates, label_limits = [], []
   for _ in range(FLAGS.repeats):
