@@ -8,6 +8,7 @@ quality gate lets it (see `gate`).
 
 import collections
 import dataclasses
+import functools
 import os
 import time
 
@@ -214,13 +215,11 @@ def _int8_backbone(config, float_backbone, photos):
         photos, testing_percentage=config.testing_percentage,
         validation_percentage=config.validation_percentage)['training']
     return quantize.calibration_photos(training)
-  copy = []
 
+  @functools.cache
   def int8_backbone():
-    if not copy:
-      copy.append(quantize.int8_backbone(float_backbone, config.bottleneck_dir,
-                                         calibration))
-    return copy[0]
+    return quantize.int8_backbone(float_backbone, config.bottleneck_dir,
+                                  calibration)
   return int8_backbone
 
 

@@ -1,7 +1,7 @@
 """Real photos and real ImageNet weights from ../shared/data.
 
 These tests fail, never skip, when ../shared/data is missing: they are the ones
-that prove the pipeline reaches real accuracy. About 2 minutes on 2 cores.
+that prove the pipeline reaches real accuracy. About 3 minutes on 2 cores.
 """
 
 import collections
@@ -16,6 +16,7 @@ import pytest
 
 from bottleneck import export
 from bottleneck import images
+from bottleneck import release
 
 FLOWERS = os.path.join(conftest.SHARED_DATA, 'flower_photos')
 WEIGHTS = os.path.join(conftest.SHARED_DATA, 'weights',
@@ -90,6 +91,37 @@ def test_flowers_reach_the_floor_and_label_image_agrees(tmp_path, capsys,
     # The same decoder and the same weights: the same answers, up to float
     # rounding that could flip a near tie.
     assert abs(correct / len(test_photos) - accuracy) <= 0.01, model_flags
+
+
+def test_int8_flowers_reach_the_floor_and_the_tflite_agrees(tmp_path, capsys):
+  outputs = conftest.output_flags(tmp_path)
+  tflite_path = str(tmp_path / 'model_int8.tflite')
+  assert conftest.run_retrain(
+      image_dir=FLOWERS, tfhub_module='keras:mobilenet_v2',
+      keras_weights=WEIGHTS, backbone_precision='int8',
+      tflite_int8_output_file=tflite_path, **outputs) == 0
+  with open(os.path.join(outputs['saved_model_dir'],
+                         release.METRICS_FILE)) as f:
+    metrics = json.load(f)
+  assert metrics['backbone']['precision'] == 'int8'
+  assert metrics['test_accuracy'] >= ACCURACY_FLOOR
+  assert set(metrics['exports']) == {'saved_model', 'frozen_graph',
+                                     'tflite_int8'}
+  for form in metrics['exports'].values():
+    assert form['test_accuracy'] >= ACCURACY_FLOOR, metrics['exports']
+
+  _, splits = split_of_flowers()
+  test_photos = splits['testing']
+  capsys.readouterr()
+  assert conftest.run_label_image(
+      *[p.path for p in test_photos[1:]], image=test_photos[0].path,
+      output_format='json', top_k=1, tflite_model=tflite_path) == 0
+  records = json.loads(capsys.readouterr().out)
+  labels = metrics['labels']
+  correct = sum(labels.index(r['predictions'][0]['label']) == p.label
+                for r, p in zip(records, test_photos))
+  # The int8 .tflite computes the very vectors the head was trained on.
+  assert abs(correct / len(test_photos) - metrics['test_accuracy']) <= 0.01
 
 
 def test_imagenet_weights_resolve_through_keras_home(tmp_path):
