@@ -142,7 +142,14 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
                    'trained on int8 vectors', metrics['test_accuracy'],
                    e['test_accuracy'], names=('head', 'export'),
                    target=1.0 if e['features'] == 'int8' else None)
-  model = predict.load_tflite(os.path.join(work_dir, name, 'model_int8.tflite'))
+  tflite_path = os.path.join(work_dir, name, 'model_int8.tflite')
+  model = predict.load_tflite(tflite_path)
   table.speed(f'label_image over a folder, int8 .tflite, {len(label_paths)} '
               'photos (one run)', measure.label_folder(model, label_paths),
               limit, 'float limit')
+  # Without TensorFlow: predict imports it only for the other forms.
+  args = [sys.executable, 'label_image.py', f'--image={label_paths[0]}',
+          f'--tflite_model={tflite_path}']
+  table.seconds('label_image.py --tflite_model, one photo (whole process)',
+                statistics.median(measure.wall_time(args)[0]
+                                  for _ in range(repeats)))

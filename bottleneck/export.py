@@ -27,11 +27,9 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
 from bottleneck import errors
+from bottleneck import formats
 from bottleneck import publish
 
-METADATA_FILE = 'bottleneck.json'
-LABELS_FILE = 'labels.txt'
-FORMAT_VERSION = 1
 
 
 class Classifier(tf.Module):
@@ -45,9 +43,9 @@ class Classifier(tf.Module):
     self._size = backbone.image_size
     self.head_weights = tf.Variable(head.weights, trainable=False)
     self.head_biases = tf.Variable(head.biases, trainable=False)
-    self.labels_file = tf.saved_model.Asset(os.path.join(asset_dir, LABELS_FILE))
+    self.labels_file = tf.saved_model.Asset(os.path.join(asset_dir, formats.LABELS_FILE))
     self.metadata_file = tf.saved_model.Asset(
-        os.path.join(asset_dir, METADATA_FILE))
+        os.path.join(asset_dir, formats.METADATA_FILE))
 
   @tf.function(input_signature=[])
   def labels(self):
@@ -88,9 +86,9 @@ def write_model(backbone, head, labels, staging, *, metadata, trained_on=None):
   trained_on = trained_on or backbone
   asset_dir = os.path.join(staging, 'staged_assets')
   os.makedirs(asset_dir)
-  _write_text(os.path.join(asset_dir, LABELS_FILE), labels_text(labels))
-  _write_text(os.path.join(asset_dir, METADATA_FILE), json.dumps(dict(
-      metadata, format=FORMAT_VERSION, labels=list(labels),
+  _write_text(os.path.join(asset_dir, formats.LABELS_FILE), formats.labels_text(labels))
+  _write_text(os.path.join(asset_dir, formats.METADATA_FILE), json.dumps(dict(
+      metadata, format=formats.FORMAT_VERSION, labels=list(labels),
       image_size=list(backbone.image_size), backbone=backbone.name,
       # The vectors the head was trained on; `gate` reuses cached vectors of
       # the same identity to evaluate this model's head.
@@ -134,17 +132,6 @@ def publish_model(model_dir, saved_model_dir, *, extra_files):
   publish.replace_dir(model_dir, saved_model_dir)
 
 
-def read_metadata(saved_model_dir):
-  """assets/bottleneck.json of an export as a dict; None if there is none."""
-  try:
-    with open(os.path.join(saved_model_dir, 'assets', METADATA_FILE),
-              encoding='utf-8') as f:
-      metadata = json.load(f)
-  except (OSError, ValueError):
-    return None
-  return metadata if isinstance(metadata, dict) else None
-
-
 def check_destinations(saved_model_dir, files):
   """Refuses outputs that would replace something that is not an output.
 
@@ -162,7 +149,7 @@ def check_destinations(saved_model_dir, files):
   if os.path.exists(saved_model_dir) and (
       not os.path.isdir(saved_model_dir) or
       (os.listdir(saved_model_dir) and not os.path.isfile(
-          os.path.join(saved_model_dir, 'assets', METADATA_FILE)))):
+          os.path.join(saved_model_dir, 'assets', formats.METADATA_FILE)))):
     raise errors.UsageError(
         f'--saved_model_dir {saved_model_dir} exists and is not a model '
         'exported by retrain.py; it would be replaced. Pass a new or empty '
@@ -205,21 +192,6 @@ def frozen_graph(backbone, head, *, final_tensor_name):
   return frozen.graph.as_graph_def().SerializeToString()
 
 
-def labels_text(labels):
-  """One label per line, class-index order, as retrain.py wrote them."""
-  return ''.join(label + '\n' for label in labels)
-
-
-def text_bytes(text):
-  """UTF-8 (file names that are not UTF-8 keep their bytes)."""
-  return text.encode('utf-8', 'surrogateescape')
-
-
-def json_bytes(value):
-  """Indented JSON, as bytes."""
-  return text_bytes(json.dumps(value, indent=2, sort_keys=True) + '\n')
-
-
 def _write_text(path, text):
   with open(path, 'wb') as f:
-    f.write(text_bytes(text))
+    f.write(formats.text_bytes(text))

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 
-from bottleneck import export
+from bottleneck import formats
 from bottleneck import images
 
 # RetrainConfig fields that do not change the model: where things are kept,
@@ -44,7 +44,7 @@ def run_fingerprint(config, backbone, labels, photos):
   settings = {name: value for name, value in dataclasses.asdict(config).items()
               if name not in _NOT_IN_MODEL}
   content = {
-      'export_format': export.FORMAT_VERSION,
+      'export_format': formats.FORMAT_VERSION,
       'settings': settings,
       'backbone': backbone.identity,
       'labels': list(labels),
@@ -76,7 +76,7 @@ def model_in_place(saved_model_dir, fingerprint, outputs):
   Returns:
     The export's assets/bottleneck.json as a dict, or None.
   """
-  metadata = export.read_metadata(saved_model_dir)
+  metadata = formats.read_metadata(saved_model_dir)
   if not metadata or metadata.get('fingerprint') != fingerprint:
     return None
   written = metadata.get('outputs', {})

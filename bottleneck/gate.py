@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from bottleneck import errors
 from bottleneck import export
+from bottleneck import formats
 from bottleneck import head as head_lib
 from bottleneck import predict
 
@@ -73,7 +74,7 @@ def old_model_accuracy(saved_model_dir, backbone, labels, test_photos,
     Accuracy in [0, 1]; None if there is no model in place or no test photo.
   """
   path = os.path.realpath(saved_model_dir)  # Metadata and model: one export.
-  metadata = export.read_metadata(path)
+  metadata = formats.read_metadata(path)
   if not metadata or not test_photos:
     return None
   truth = [labels[p.label] for p in test_photos]

@@ -20,6 +20,7 @@ from bottleneck import cache
 from bottleneck import errors
 from bottleneck import export
 from bottleneck import fingerprint
+from bottleneck import formats
 from bottleneck import gate
 from bottleneck import head as head_lib
 from bottleneck import images
@@ -173,7 +174,7 @@ def _retrain(config, outputs, start):
       data['testing'][0]))
   if refusal:
     path = refused_metrics_path(config.saved_model_dir)
-    publish.write_file(path, export.json_bytes(run_metrics(f'refused: '
+    publish.write_file(path, formats.json_bytes(run_metrics(f'refused: '
                                                            f'{refusal}')))
     _log_skipped(skipped)
     raise errors.QualityError(

@@ -4,6 +4,9 @@ Three kinds of export: the SavedModel folder and the .tflite file (labels,
 input size and preprocessing come from the model itself), and retrain.py's
 frozen graph with its labels file (input float32 [batch, height, width, 3] in
 [0, 1]).
+
+TensorFlow is imported only to load a SavedModel or a frozen graph: labelling
+with a .tflite does not pay its import (about 4.6 s).
 """
 
 import dataclasses
@@ -11,12 +14,11 @@ import glob
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from bottleneck import config
 from bottleneck import decode
 from bottleneck import errors
-from bottleneck import export
+from bottleneck import formats
 from bottleneck import images
 from bottleneck import tflite
 
@@ -49,19 +51,20 @@ def load_saved_model(path):
   # A published model folder is a link that a new export replaces at once:
   # resolve it once, so that the metadata and the model come from one export.
   path = os.path.realpath(path)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(os.path.join(path, 'saved_model.pb')):
     raise errors.ModelError(f'{path} is not a SavedModel (no saved_model.pb).')
-  meta = export.read_metadata(path)
+  meta = formats.read_metadata(path)
   if meta is None:
     raise errors.ModelError(
         f'{path} is not an export of retrain.py: its assets/'
-        f'{export.METADATA_FILE} is missing or is not a JSON object.')
-  if meta.get('format', 0) > export.FORMAT_VERSION:
+        f'{formats.METADATA_FILE} is missing or is not a JSON object.')
+  if meta.get('format', 0) > formats.FORMAT_VERSION:
     raise errors.ModelError(
         f'{path} was exported by a newer version (format {meta["format"]}); '
         'update bottleneck to read it.')
   missing = [name for name in ('variables/variables.index',
-                                'assets/' + export.LABELS_FILE)
+                                'assets/' + formats.LABELS_FILE)
              if not os.path.isfile(os.path.join(path, name))]
   if missing:
     raise errors.ModelError(
@@ -89,11 +92,12 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
   Raises:
     errors.ModelError: a file is missing or not what it should be.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     with open(graph_path, 'rb') as f:
       graph_def = tf.compat.v1.GraphDef.FromString(f.read())
     with open(labels_path, 'rb') as f:
-      labels = _label_lines(f.read())
+      labels = formats.labels_from_bytes(f.read())
   except OSError as e:
     raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
   except Exception as e:  # protobuf's DecodeError has no common base with OSError.
@@ -140,24 +144,18 @@ def load_tflite(path, *, labels_path=None):
     labels = None
     if labels_path:
       with open(labels_path, 'rb') as f:
-        labels = _label_lines(f.read())
+        labels = formats.labels_from_bytes(f.read())
   except OSError as e:
     raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
   runner = tflite.Runner(data, name=path)
   attached = tflite.attached_files(data)
-  if labels is None and export.LABELS_FILE not in attached:
+  if labels is None and formats.LABELS_FILE not in attached:
     raise errors.ModelError(
-        f'{path} carries no {export.LABELS_FILE} (it was not written by '
+        f'{path} carries no {formats.LABELS_FILE} (it was not written by '
         'retrain.py); pass its labels file with --labels.')
   if labels is None:
-    labels = _label_lines(attached[export.LABELS_FILE])
+    labels = formats.labels_from_bytes(attached[formats.LABELS_FILE])
   return _checked(LoadedModel(labels, runner.image_size, runner), path)
-
-
-def _label_lines(data):
-  """Labels, one per line, from a labels file's bytes."""
-  text = data.decode('utf-8', 'surrogateescape')
-  return [line.rstrip('\r') for line in text.split('\n') if line.strip()]
 
 
 def _checked(model, where):

@@ -27,6 +27,7 @@ from absl import logging
 from bottleneck import export
 from bottleneck import export_tflite
 from bottleneck import fingerprint
+from bottleneck import formats
 from bottleneck import predict
 from bottleneck import publish
 from bottleneck import tflite
@@ -74,8 +75,8 @@ def release(config, trained, *, test_photos, metadata, metrics):
   """
   staged, forms = [], []
   try:
-    staged.append(publish.stage_file(config.output_labels, export.text_bytes(
-        export.labels_text(trained.labels))))
+    staged.append(publish.stage_file(config.output_labels, formats.text_bytes(
+        formats.labels_text(trained.labels))))
     labels_file = staged[0][0]
     if config.output_graph:
       staged.append(publish.stage_file(config.output_graph, export.frozen_graph(
@@ -105,7 +106,7 @@ def release(config, trained, *, test_photos, metadata, metrics):
                                  config.tflite_int8_output_file)
       exports = _measure(forms, test_photos, trained) if measure else {}
       export.publish_model(model_dir, config.saved_model_dir, extra_files={
-          METRICS_FILE: export.json_bytes(metrics(exports))})
+          METRICS_FILE: formats.json_bytes(metrics(exports))})
     finally:
       shutil.rmtree(staging, ignore_errors=True)
   except BaseException:
@@ -130,9 +131,9 @@ def _tflite_file(trained, precision):
                                            trained.head)
   backbone = trained.float_backbone
   return tflite.attach_files(model, {
-      export.LABELS_FILE: export.text_bytes(export.labels_text(trained.labels)),
-      export.METADATA_FILE: export.json_bytes({
-          'format': export.FORMAT_VERSION, 'labels': list(trained.labels),
+      formats.LABELS_FILE: formats.text_bytes(formats.labels_text(trained.labels)),
+      formats.METADATA_FILE: formats.json_bytes({
+          'format': formats.FORMAT_VERSION, 'labels': list(trained.labels),
           'image_size': list(backbone.image_size), 'backbone': backbone.name,
           'preprocessing': backbone.preprocessing,
           'computes_features_in': precision,

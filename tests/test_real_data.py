@@ -14,7 +14,7 @@ import sys
 import conftest
 import pytest
 
-from bottleneck import export
+from bottleneck import formats
 from bottleneck import images
 from bottleneck import release
 
@@ -66,7 +66,7 @@ def test_flowers_reach_the_floor_and_label_image_agrees(tmp_path, capsys,
                keras_weights=WEIGHTS, **outputs)
   assert conftest.run_retrain(**flags) == 0
   with open(os.path.join(outputs['saved_model_dir'], 'assets',
-                         export.METADATA_FILE)) as f:
+                         formats.METADATA_FILE)) as f:
     accuracy = json.load(f)['test_accuracy']
   assert accuracy >= ACCURACY_FLOOR
   assert 'computed 1,998' in caplog.text  # 2,000 photos, two are copies.

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from bottleneck import errors
-from bottleneck import export
+from bottleneck import formats
 
 # A quick schedule for the 3-feature pooling backbone: its features are small
 # (colour means in [0, 1]), so it wants a larger step than retrain.py's 0.01.
@@ -22,7 +22,7 @@ FAST = dict(how_many_training_steps=300, learning_rate=1.0)
 
 
 def exported_metadata(saved_model_dir):
-  with open(os.path.join(saved_model_dir, 'assets', export.METADATA_FILE)) as f:
+  with open(os.path.join(saved_model_dir, 'assets', formats.METADATA_FILE)) as f:
     return json.load(f)
 
 

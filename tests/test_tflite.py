@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from bottleneck import backbones
 from bottleneck import errors
-from bottleneck import export
+from bottleneck import formats
 from bottleneck import images
 from bottleneck import predict
 from bottleneck import quantize
@@ -66,7 +66,7 @@ def test_int8_run_exports_and_measures_every_form(int8_run):
   for form in exports.values():
     assert form['test_accuracy'] >= 0.9, exports
   meta = read_json(os.path.join(flags['saved_model_dir'], 'assets',
-                                export.METADATA_FILE))
+                                formats.METADATA_FILE))
   assert meta['backbone_precision'] == 'int8'
   assert meta['computes_features_in'] == 'float32'
 
@@ -89,8 +89,8 @@ def test_tflite_files_carry_their_labels_and_label_images(int8_run, capsys):
   for path in (flags['tflite_output_file'], flags['tflite_int8_output_file']):
     with open(path, 'rb') as f:
       attached = tflite.attached_files(f.read())
-    assert attached[export.LABELS_FILE] == b'blue\ngreen\nred\n'
-    assert json.loads(attached[export.METADATA_FILE])['backbone_precision'] == (
+    assert attached[formats.LABELS_FILE] == b'blue\ngreen\nred\n'
+    assert json.loads(attached[formats.METADATA_FILE])['backbone_precision'] == (
         'int8')
 
 
