@@ -9,8 +9,9 @@ preprocessing, the head and the labels. Its signatures:
                    -> probabilities float32 [batch, classes]
 
 `labels()` returns the labels as a string tensor [classes], and its assets/
-folder holds labels.txt (one label per line, class-index order)
-and bottleneck.json (labels, input size, backbone, preprocessing).
+folder holds labels.txt and bottleneck.json (see `formats`). The SavedModel
+always runs the float32 backbone, also when the head was trained on int8
+vectors; bottleneck.json then says so. The .tflite forms are `export_tflite`'s.
 
 The frozen graph keeps retrain.py's contract: input `Placeholder`, float32
 [batch, height, width, 3] in [0, 1], output `final_result` (--final_tensor_name),
@@ -31,7 +32,6 @@ from bottleneck import formats
 from bottleneck import publish
 
 
-
 class Classifier(tf.Module):
   """The exported model: backbone features -> softmax head."""
 
@@ -43,7 +43,8 @@ class Classifier(tf.Module):
     self._size = backbone.image_size
     self.head_weights = tf.Variable(head.weights, trainable=False)
     self.head_biases = tf.Variable(head.biases, trainable=False)
-    self.labels_file = tf.saved_model.Asset(os.path.join(asset_dir, formats.LABELS_FILE))
+    self.labels_file = tf.saved_model.Asset(
+        os.path.join(asset_dir, formats.LABELS_FILE))
     self.metadata_file = tf.saved_model.Asset(
         os.path.join(asset_dir, formats.METADATA_FILE))
 
@@ -86,7 +87,8 @@ def write_model(backbone, head, labels, staging, *, metadata, trained_on=None):
   trained_on = trained_on or backbone
   asset_dir = os.path.join(staging, 'staged_assets')
   os.makedirs(asset_dir)
-  _write_text(os.path.join(asset_dir, formats.LABELS_FILE), formats.labels_text(labels))
+  _write_text(os.path.join(asset_dir, formats.LABELS_FILE),
+              formats.labels_text(labels))
   _write_text(os.path.join(asset_dir, formats.METADATA_FILE), json.dumps(dict(
       metadata, format=formats.FORMAT_VERSION, labels=list(labels),
       image_size=list(backbone.image_size), backbone=backbone.name,

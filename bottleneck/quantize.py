@@ -72,7 +72,8 @@ def calibration_photos(training, count=CALIBRATION_PHOTOS):
 
 def model_path(bottleneck_dir, backbone):
   """Where the int8 copy of the float `backbone` is cached."""
-  return cache.cache_path(bottleneck_dir, backbone)[:-len('.h5')] + '.int8.tflite'
+  stem = cache.cache_path(bottleneck_dir, backbone)[:-len('.h5')]
+  return stem + '.int8.tflite'
 
 
 def int8_backbone(backbone, bottleneck_dir, calibration):
@@ -89,7 +90,7 @@ def int8_backbone(backbone, bottleneck_dir, calibration):
     converted model, and whose `tflite_model` holds its bytes.
 
   Raises:
-    errors.ModelError: the backbone has ops that cannot be quantized to int8.
+    errors.ModelError: the converter cannot convert the backbone.
     errors.DataError: no calibration photo can be decoded.
   """
   path = model_path(bottleneck_dir, backbone)
@@ -107,8 +108,10 @@ def int8_backbone(backbone, bottleneck_dir, calibration):
                '(once per backbone; kept in %s).', backbone.name, len(paths),
                path)
   start = time.monotonic()
+  pixels = _calibration_pixels(paths, backbone.image_size)
   data = to_tflite(backbone.features.get_concrete_function(),
-                   calibration=_calibration_images(paths, backbone.image_size),
+                   calibration=lambda: (p[np.newaxis].astype(np.float32) / 255
+                                        for p in pixels),
                    name=backbone.name)
   os.makedirs(bottleneck_dir, exist_ok=True)
   publish.write_file(path, data)
@@ -128,9 +131,10 @@ def to_tflite(function, *, calibration=None, name):
 
   Args:
     function: a concrete function of one float32 input [batch, ...].
-    calibration: None for a float32 model; else a list of float32 numpy
-      inputs [1, ...] for full-integer int8 quantization (input and output
-      stay float32, quantized and dequantized inside the model).
+    calibration: None for a float32 model; else a function of no arguments
+      that yields float32 numpy inputs [1, ...], for full-integer int8
+      quantization (input and output stay float32, quantized and dequantized
+      inside the model).
     name: what to call the model in error messages.
 
   Returns:
@@ -147,7 +151,7 @@ def to_tflite(function, *, calibration=None, name):
       [frozen], tf.Module())
   if calibration is not None:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x] for x in calibration)
+    converter.representative_dataset = lambda: ([x] for x in calibration())
     # Int8 kernels only. An op that has none still stays float32 (the
     # converter does not refuse it), so `float_ops` looks for such ops.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -183,8 +187,8 @@ def float_ops(data):
   return names
 
 
-def _calibration_images(paths, size):
-  """Decoded calibration photos: list of float32 [1, height, width, 3]."""
+def _calibration_pixels(paths, size):
+  """Decoded calibration photos: list of uint8 [height, width, 3]."""
   pixels = [p for p in decode.load_images(paths, size)
             if not isinstance(p, errors.DecodeError)]
   if not pixels:
@@ -192,7 +196,7 @@ def _calibration_images(paths, size):
         f'None of the {len(paths)} calibration photos for the int8 backbone '
         'can be decoded. Add photos that can be decoded, or use '
         '--backbone_precision float32.')
-  return [p[np.newaxis].astype(np.float32) / 255.0 for p in pixels]
+  return pixels
 
 
 def _from_tflite(backbone, data, path):

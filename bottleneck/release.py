@@ -131,7 +131,8 @@ def _tflite_file(trained, precision):
                                            trained.head)
   backbone = trained.float_backbone
   return tflite.attach_files(model, {
-      formats.LABELS_FILE: formats.text_bytes(formats.labels_text(trained.labels)),
+      formats.LABELS_FILE: formats.text_bytes(
+          formats.labels_text(trained.labels)),
       formats.METADATA_FILE: formats.json_bytes({
           'format': formats.FORMAT_VERSION, 'labels': list(trained.labels),
           'image_size': list(backbone.image_size), 'backbone': backbone.name,

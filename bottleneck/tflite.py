@@ -4,12 +4,13 @@ Runtime: LiteRT (`ai_edge_litert`), not `tf.lite.Interpreter`. TensorFlow 2.21
 still ships the latter, but it warns on every use that it is deprecated and due
 for deletion. LiteRT is its successor and what runs the model on a phone; here
 it gave the same outputs bit for bit at the same speed (int8 MobileNetV2, 2
-threads, batch 4: 130-145 images/s with either, from run to run). Converting still needs TensorFlow's
-`tf.lite.TFLiteConverter` (see `quantize` and `export_tflite`).
+threads, batch 4: 130-145 images/s with either, from run to run). Converting
+still needs TensorFlow's `tf.lite.TFLiteConverter` (see `quantize` and
+`export_tflite`); running does not, so neither does this module.
 
 A .tflite written by retrain.py carries its labels as TFLite Model Maker's
 models do: a zip archive appended to the model, holding labels.txt and
-bottleneck.json (see `export`). Interpreters ignore the bytes after the model;
+bottleneck.json (see `formats`). Interpreters ignore the bytes after the model;
 `unzip -l model.tflite` lists them.
 """
 
@@ -74,7 +75,7 @@ class Runner:
     self.outputs = int(self._output['shape'][-1])
 
   def __call__(self, images):
-    """float32 numpy [batch, height, width, 3] -> float32 numpy [batch, outputs].
+    """float32 numpy [batch, height, width, 3] -> float32 [batch, outputs].
 
     The input is in whatever range the model takes ([0, 1] for retrain.py's).
     """

@@ -90,8 +90,8 @@ def test_tflite_files_carry_their_labels_and_label_images(int8_run, capsys):
     with open(path, 'rb') as f:
       attached = tflite.attached_files(f.read())
     assert attached[formats.LABELS_FILE] == b'blue\ngreen\nred\n'
-    assert json.loads(attached[formats.METADATA_FILE])['backbone_precision'] == (
-        'int8')
+    metadata = json.loads(attached[formats.METADATA_FILE])
+    assert metadata['backbone_precision'] == 'int8'
 
 
 def test_int8_classifier_computes_the_cached_int8_features(int8_run):
