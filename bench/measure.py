@@ -7,7 +7,6 @@ and prints the table. Throughputs are images per second.
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -143,8 +142,16 @@ def child_cache_stage(folder, bottleneck_dir, backbone_args):
 
 
 def peak_rss_bytes():
-  """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  """Peak resident memory of this process so far (Linux's VmHWM).
+
+  Not getrusage's ru_maxrss: Linux carries that over from the parent through
+  fork and exec, so a child started by a 1.5 GB parent would report 1.5 GB.
+  """
+  with open('/proc/self/status', encoding='ascii') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) * 1024  # In kB.
+  raise RuntimeError('/proc/self/status has no VmHWM line (not Linux?).')
 
 
 def accuracy(head, vectors, labels):
