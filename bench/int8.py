@@ -81,8 +81,9 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
                               ('float_limit1', backbone, 1),
                               ('int8_limit', int8, batch),
                               ('tflite_float_limit', float_tflite, batch)):
-      samples[name].append(measure.backbone_limit(model, pixels,
-                                                  batch_size=size)[0])
+      rate, cpu = measure.backbone_limit(model, pixels, batch_size=size)
+      samples[name].append(rate)
+      samples[name + '_cpu'].append(cpu)
     seconds, cached = measure.cache_stage(
         flowers_dir, int8, _fresh(os.path.join(work_dir, 'caches', 'int8')))
     assert cached.computed == distinct, (cached.computed, distinct)
@@ -103,6 +104,14 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
               f'float limit (batch {batch})', 3.0)
   table.ratio('int8 cache stage / float limit at batch 1', med['int8_cache'],
               med['float_limit1'], None)
+  # The profile behind that ratio, as for the float cache stage: two cores
+  # cannot run more than 2000 / (backbone + decode CPU ms) images/s.
+  int8_cpu = med['int8_limit_cpu']
+  decode_cpu = measure.decode_cpu([p.path for p in flowers[:200]],
+                                  backbone.image_size)
+  table.speed(f'CPU bound, int8, flower photo: 2 cores / (int8 backbone '
+              f'{int8_cpu:.1f} + decode {decode_cpu:.1f} CPU ms per image)',
+              2000 / (int8_cpu + decode_cpu), limit, 'float limit')
   table.seconds(f'int8 conversion, calibrated on {quantize.CALIBRATION_PHOTOS} '
                 'training photos (once per backbone)', convert_seconds)
 
