@@ -90,15 +90,9 @@ def write_model(backbone, head, labels, staging, *, metadata, trained_on=None):
   _write_text(os.path.join(asset_dir, formats.LABELS_FILE),
               formats.labels_text(labels))
   _write_text(os.path.join(asset_dir, formats.METADATA_FILE), json.dumps(dict(
-      metadata, format=formats.FORMAT_VERSION, labels=list(labels),
-      image_size=list(backbone.image_size), backbone=backbone.name,
-      # The vectors the head was trained on; `gate` reuses cached vectors of
-      # the same identity to evaluate this model's head.
-      backbone_identity=trained_on.identity,
-      backbone_precision=trained_on.precision,
-      computes_features_in=backbone.precision,
-      preprocessing=backbone.preprocessing,
-      input='float32 [batch, height, width, 3] in [0, 1]'), indent=2))
+      metadata, **formats.export_metadata(
+          labels=labels, backbone=backbone, trained_on=trained_on,
+          computes_features_in=backbone.precision)), indent=2))
   model = Classifier(backbone, head, labels, asset_dir)
   height, width = backbone.image_size
 

@@ -25,6 +25,29 @@ def read_metadata(saved_model_dir):
   return metadata if isinstance(metadata, dict) else None
 
 
+def export_metadata(*, labels, backbone, trained_on, computes_features_in):
+  """The bottleneck.json fields that every exported form shares.
+
+  Args:
+    labels: list of str, class-index order.
+    backbone: the float32 `backbones.Backbone` (name, input size,
+      preprocessing).
+    trained_on: the `backbones.Backbone` whose vectors the head was trained
+      on; `gate` reuses cached vectors of the same identity.
+    computes_features_in: 'float32' or 'int8': what this form runs.
+
+  Returns:
+    A dict of JSON values.
+  """
+  return {'format': FORMAT_VERSION, 'labels': list(labels),
+          'image_size': list(backbone.image_size), 'backbone': backbone.name,
+          'backbone_identity': trained_on.identity,
+          'backbone_precision': trained_on.precision,
+          'computes_features_in': computes_features_in,
+          'preprocessing': backbone.preprocessing,
+          'input': 'float32 [batch, height, width, 3] in [0, 1]'}
+
+
 def labels_text(labels):
   """One label per line, class-index order, as retrain.py wrote them."""
   return ''.join(label + '\n' for label in labels)

@@ -129,18 +129,14 @@ def _tflite_file(trained, precision):
   else:
     model = export_tflite.float_classifier(trained.float_backbone,
                                            trained.head)
-  backbone = trained.float_backbone
   return tflite.attach_files(model, {
       formats.LABELS_FILE: formats.text_bytes(
           formats.labels_text(trained.labels)),
-      formats.METADATA_FILE: formats.json_bytes({
-          'format': formats.FORMAT_VERSION, 'labels': list(trained.labels),
-          'image_size': list(backbone.image_size), 'backbone': backbone.name,
-          'preprocessing': backbone.preprocessing,
-          'computes_features_in': precision,
-          'backbone_precision': trained.backbone.precision,
-          'input': 'float32 [batch, height, width, 3] in [0, 1]',
-          'output': 'float32 [batch, classes] probabilities'})})
+      formats.METADATA_FILE: formats.json_bytes(dict(
+          formats.export_metadata(
+              labels=trained.labels, backbone=trained.float_backbone,
+              trained_on=trained.backbone, computes_features_in=precision),
+          output='float32 [batch, classes] probabilities'))})
 
 
 def _measure(forms, test_photos, trained):
