@@ -18,7 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
-from bottleneck import cli
+from bottleneck.run import cli
 from bottleneck import config
 from bottleneck import errors
 from bottleneck import predict

@@ -15,9 +15,9 @@ import dataclasses
 from absl import app
 from absl import flags
 
-from bottleneck import cli
+from bottleneck.run import cli
 from bottleneck import config
-from bottleneck import pipeline
+from bottleneck.run import pipeline
 
 _D = config.RETRAIN_DEFAULTS
 

@@ -8,9 +8,9 @@ Prints one JSON line on stdout: seconds, photos, computed, peak_rss_bytes.
 import json
 import sys
 
-from bottleneck import cli  # pylint: disable=unused-import  (TF log level)
+from bottleneck.run import cli  # pylint: disable=unused-import  (TF log level)
 from bench import measure
-from bottleneck import backbones
+from bottleneck.features import backbones
 
 
 def main(argv):

@@ -22,11 +22,11 @@ import numpy as np
 
 from bench import measure
 from bottleneck import config
-from bottleneck import head as head_lib
+from bottleneck.train import head as head_lib
 from bottleneck import predict
-from bottleneck import quantize
-from bottleneck import release
-from bottleneck import tflite
+from bottleneck.features import quantize
+from bottleneck.run import release
+from bottleneck.features import tflite
 
 _FORMS = (('saved_model', 'SavedModel'), ('frozen_graph', 'frozen graph'),
           ('tflite_float32', 'TFLite float32'), ('tflite_int8', 'TFLite int8'))

@@ -33,7 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from bottleneck import cli  # pylint: disable=unused-import  (TF log level)
+from bottleneck.run import cli  # pylint: disable=unused-import  (TF log level)
 from absl import app
 from absl import flags
 import h5py
@@ -41,12 +41,12 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from bottleneck import backbones
-from bottleneck import cache
-from bottleneck import decode
-from bottleneck import images
+from bottleneck.features import backbones
+from bottleneck.features import cache
+from bottleneck.data import decode
+from bottleneck.data import images
 from bottleneck import predict
-from bottleneck import store
+from bottleneck.features import store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Log lines that start the stages a trial can kill in.

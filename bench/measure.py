@@ -15,10 +15,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from bottleneck import cache
+from bottleneck.features import cache
 from bottleneck import config
-from bottleneck import decode
-from bottleneck import images
+from bottleneck.data import decode
+from bottleneck.data import images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

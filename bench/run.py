@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from bottleneck import cli  # Sets the TF log level before TF loads.
+from bottleneck.run import cli  # Sets the TF log level before TF loads.
 from absl import app
 from absl import flags
 from absl import logging
@@ -34,11 +34,11 @@ from bench import data
 from bench import int8
 from bench import measure
 from bench import report
-from bottleneck import backbones
+from bottleneck.features import backbones
 from bottleneck import config
-from bottleneck import decode
-from bottleneck import head as head_lib
-from bottleneck import images
+from bottleneck.data import decode
+from bottleneck.train import head as head_lib
+from bottleneck.data import images
 from bottleneck import predict
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')

@@ -1,12 +1,15 @@
 """bottleneck: transfer learning on cached backbone features, on a CPU.
 
-The pipeline, one module per stage:
-  images    -> find class folders and photos; the stable train/validation/test split
-  decode    -> file bytes -> upright RGB pixels at the backbone's input size
-  backbones -> name or handle -> a frozen feature extractor
-  cache     -> HDF5 store of bottleneck vectors, and the stage that fills it
-  head      -> train and evaluate the softmax head on cached vectors
-  export    -> backbone + head -> SavedModel, labels file, frozen graph
-  predict   -> load an export and label images
-  pipeline  -> the retrain run, stage after stage
+The pipeline, one subpackage per stage; imports only point down this list:
+
+  data/      folder -> photos (images) -> decoded pixels (decode)
+  features/  pixels -> bottleneck vectors: backbones, runtimes, the cache
+  train/     cached vectors -> softmax head, metrics, TensorBoard summaries
+  export/    backbone + head -> SavedModel, frozen graph, .tflite, labels
+  predict    load an export; label files, folders and bytes
+  run/       the retrain run: stages in order, locks, quality gate, publish
+
+Shared by every stage: errors (exceptions and exit codes), config (every
+default, in one place), publish (atomic, durable file writes) and progress
+(the progress bar).
 """

@@ -16,11 +16,11 @@ import os
 import numpy as np
 
 from bottleneck import config
-from bottleneck import decode
+from bottleneck.data import decode
 from bottleneck import errors
-from bottleneck import formats
-from bottleneck import images
-from bottleneck import tflite
+from bottleneck.export import formats
+from bottleneck.data import images
+from bottleneck.features import tflite
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bottleneck import backbones
+from bottleneck.features import backbones
 from bottleneck import errors
 import conftest
 

@@ -162,7 +162,7 @@ def test_every_kind_of_file_is_used_or_skipped_with_a_reason(
 
 
 def test_rotated_and_odd_formats_are_used_the_right_way_up(hub_module):
-  from bottleneck import decode  # pylint: disable=g-import-not-at-top
+  from bottleneck.data import decode  # pylint: disable=g-import-not-at-top
   pixels = decode.decode_image(rotated_jpeg(), (32, 32)).astype(int)
   top, bottom = pixels[:16].mean(axis=(0, 1)), pixels[16:].mean(axis=(0, 1))
   assert top[0] > 150 and top[2] < 90, top  # Red above...

@@ -1,4 +1,4 @@
-"""Keeps the Bazel BUILD file in step with the Python files and their imports.
+"""Keeps BUILD in step with the code, and bottleneck/ imports pointing down.
 
 BUILD is Starlark, which for this file is Python syntax (calls with keyword
 arguments), so `ast` parses it. `check_build` returns every problem as a message
@@ -248,6 +248,73 @@ def test_ci_runs_the_readme_test_command():
   with open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8') as f:
     assert commands[0] in f.read().splitlines(), (
         f'.ci/run does not run the README test command: {commands[0]}')
+
+
+# Imports in bottleneck/ point only down the pipeline. The stages, in the order
+# data flows through them (see bottleneck/__init__.py): the shared base modules,
+# data, features, train, export, predict, run. A module may import modules of
+# its own stage or of earlier ones, never of later ones, so that each stage can
+# be read and tested knowing only what comes before it.
+
+# Rank of each stage; the base modules are shared by every stage.
+STAGES = ('base', 'data', 'features', 'train', 'export', 'predict', 'run')
+BASE_MODULES = ('errors', 'config', 'publish', 'progress', '__init__')
+
+
+def stage_of(path):
+  """The stage of a file under bottleneck/, by its folder or name."""
+  parts = path.split('/')
+  if len(parts) > 2:
+    return parts[1]
+  name = os.path.splitext(parts[1])[0]
+  return 'base' if name in BASE_MODULES else name
+
+
+def upward_imports(root):
+  """Lists 'file:line imports module (stage a -> stage b)' for each import
+  that points up the pipeline; also files whose stage is not in STAGES."""
+  problems = []
+  for folder, _, files in os.walk(os.path.join(root, 'bottleneck')):
+    for name in sorted(files):
+      if not name.endswith('.py'):
+        continue
+      path = os.path.relpath(os.path.join(folder, name), root)
+      stage = stage_of(path)
+      if stage not in STAGES:
+        problems.append(f'{path}: stage {stage!r} is not one of {STAGES}; '
+                        'put the module in a stage subpackage.')
+        continue
+      for line, module in read_imports(root, path):
+        parts = module.split('.')
+        if parts[0] != 'bottleneck' or len(parts) < 2:
+          continue
+        target = ('bottleneck/' + '/'.join(parts[1:-1]) + '/' if len(parts) > 2
+                  else 'bottleneck/') + parts[-1] + '.py'
+        other = stage_of(target)
+        if other in STAGES and STAGES.index(other) > STAGES.index(stage):
+          problems.append(f'{path}:{line} imports {module} ({stage} -> '
+                          f'{other}): a later stage; move the code down.')
+  return problems
+
+
+def test_imports_point_down_the_pipeline():
+  problems = upward_imports(ROOT)
+  assert not problems, '\n'.join(problems)
+
+
+def test_an_upward_import_is_found(tmp_path):
+  for rel, text in {
+      'bottleneck/__init__.py': '',
+      'bottleneck/errors.py': '',
+      'bottleneck/data/images.py': 'from bottleneck import errors\n'
+                                   'from bottleneck.run import pipeline\n',
+      'bottleneck/run/pipeline.py': 'from bottleneck.data import images\n',
+  }.items():
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text(text)
+  problems = upward_imports(str(tmp_path))
+  assert len(problems) == 1 and 'bottleneck/data/images.py:2' in problems[0], (
+      problems)
 
 
 if __name__ == '__main__':

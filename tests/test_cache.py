@@ -11,9 +11,9 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from bottleneck import backbones
-from bottleneck import cache
-from bottleneck import images
+from bottleneck.features import backbones
+from bottleneck.features import cache
+from bottleneck.data import images
 
 
 def cache_folder(root, backbone, bottleneck_dir):

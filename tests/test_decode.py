@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from bottleneck import decode
+from bottleneck.data import decode
 from bottleneck import errors
 
 SIZE = (32, 32)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from bottleneck import head as head_lib
+from bottleneck.train import head as head_lib
 
 SCHEDULE = head_lib.Schedule(steps=400, learning_rate=0.5, train_batch_size=50,
                              eval_step_interval=100, validation_batch_size=-1)

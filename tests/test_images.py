@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bottleneck import errors
-from bottleneck import images
+from bottleneck.data import images
 
 
 def touch(path, data=b'x'):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bottleneck import errors
-from bottleneck import locks
+from bottleneck.run import locks
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from bottleneck import errors
-from bottleneck import locks
-from bottleneck import pipeline
+from bottleneck.run import locks
+from bottleneck.run import pipeline
 
 FAST = dict(how_many_training_steps=300, learning_rate=1.0)
 # Barely trained: one step of a tiny rate leaves the head near chance.

@@ -14,9 +14,9 @@ import sys
 import conftest
 import pytest
 
-from bottleneck import formats
-from bottleneck import images
-from bottleneck import release
+from bottleneck.export import formats
+from bottleneck.data import images
+from bottleneck.run import release
 
 FLOWERS = os.path.join(conftest.SHARED_DATA, 'flower_photos')
 WEIGHTS = os.path.join(conftest.SHARED_DATA, 'weights',

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from bottleneck import errors
-from bottleneck import formats
+from bottleneck.export import formats
 
 # A quick schedule for the 3-feature pooling backbone: its features are small
 # (colour means in [0, 1]), so it wants a larger step than retrain.py's 0.01.

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from bottleneck import backbones
-from bottleneck import store
+from bottleneck.features import backbones
+from bottleneck.features import store
 
 DIM = 3
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bottleneck import backbones
+from bottleneck.features import backbones
 from bottleneck import errors
-from bottleneck import formats
-from bottleneck import images
+from bottleneck.export import formats
+from bottleneck.data import images
 from bottleneck import predict
-from bottleneck import quantize
-from bottleneck import release
-from bottleneck import tflite
+from bottleneck.features import quantize
+from bottleneck.run import release
+from bottleneck.features import tflite
 
 FAST = dict(how_many_training_steps=300, learning_rate=1.0)
 

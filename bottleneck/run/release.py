@@ -24,13 +24,13 @@ import shutil
 
 from absl import logging
 
-from bottleneck import export
-from bottleneck import export_tflite
-from bottleneck import fingerprint
-from bottleneck import formats
+from bottleneck.export import saved_model
+from bottleneck.export import tflite_file
+from bottleneck.run import fingerprint
+from bottleneck.export import formats
 from bottleneck import predict
 from bottleneck import publish
-from bottleneck import tflite
+from bottleneck.features import tflite
 
 METRICS_FILE = 'metrics.json'
 _FORM_NAMES = {'saved_model': 'SavedModel', 'frozen_graph': 'frozen graph',
@@ -79,7 +79,7 @@ def release(config, trained, *, test_photos, metadata, metrics):
         formats.labels_text(trained.labels))))
     labels_file = staged[0][0]
     if config.output_graph:
-      staged.append(publish.stage_file(config.output_graph, export.frozen_graph(
+      staged.append(publish.stage_file(config.output_graph, saved_model.frozen_graph(
           trained.float_backbone, trained.head,
           final_tensor_name=config.final_tensor_name)))
       forms.append(('frozen_graph', 'float32', config.output_graph,
@@ -95,7 +95,7 @@ def release(config, trained, *, test_photos, metadata, metrics):
                       _loader(predict.load_tflite, staged[-1][0])))
     staging = publish.staging_dir(config.saved_model_dir)
     try:
-      model_dir = export.write_model(
+      model_dir = saved_model.write_model(
           trained.float_backbone, trained.head, trained.labels, staging,
           metadata=dict(metadata, outputs=fingerprint.output_digests(staged)),
           trained_on=trained.backbone)
@@ -105,7 +105,7 @@ def release(config, trained, *, test_photos, metadata, metrics):
                                  config.tflite_output_file or
                                  config.tflite_int8_output_file)
       exports = _measure(forms, test_photos, trained) if measure else {}
-      export.publish_model(model_dir, config.saved_model_dir, extra_files={
+      saved_model.publish_model(model_dir, config.saved_model_dir, extra_files={
           METRICS_FILE: formats.json_bytes(metrics(exports))})
     finally:
       shutil.rmtree(staging, ignore_errors=True)
@@ -127,7 +127,7 @@ def _tflite_file(trained, precision):
   if precision == 'int8':
     model = export_tflite.int8_classifier(trained.int8_backbone(), trained.head)
   else:
-    model = export_tflite.float_classifier(trained.float_backbone,
+    model = tflite_file.float_classifier(trained.float_backbone,
                                            trained.head)
   return tflite.attach_files(model, {
       formats.LABELS_FILE: formats.text_bytes(

@@ -28,7 +28,7 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
 from bottleneck import errors
-from bottleneck import formats
+from bottleneck.export import formats
 from bottleneck import publish
 
 

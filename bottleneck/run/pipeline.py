@@ -15,21 +15,21 @@ import time
 from absl import logging
 import numpy as np
 
-from bottleneck import backbones
-from bottleneck import cache
+from bottleneck.features import backbones
+from bottleneck.features import cache
 from bottleneck import errors
-from bottleneck import export
-from bottleneck import fingerprint
-from bottleneck import formats
-from bottleneck import gate
-from bottleneck import head as head_lib
-from bottleneck import images
-from bottleneck import locks
-from bottleneck import metrics
+from bottleneck.export import saved_model
+from bottleneck.run import fingerprint
+from bottleneck.export import formats
+from bottleneck.run import gate
+from bottleneck.train import head as head_lib
+from bottleneck.data import images
+from bottleneck.run import locks
+from bottleneck.train import metrics
 from bottleneck import publish
-from bottleneck import quantize
-from bottleneck import release
-from bottleneck import summaries
+from bottleneck.features import quantize
+from bottleneck.run import release
+from bottleneck.train import summaries
 
 
 @dataclasses.dataclass
@@ -76,7 +76,7 @@ def retrain(config):
   outputs = [p for p in (config.output_labels, config.output_graph,
                          config.tflite_output_file,
                          config.tflite_int8_output_file) if p]
-  export.check_destinations(config.saved_model_dir, outputs)
+  saved_model.check_destinations(config.saved_model_dir, outputs)
   lock_files = [locks.lock_path(config.bottleneck_dir, folder=True),
                 locks.lock_path(config.saved_model_dir)]
   with locks.hold(lock_files + [locks.lock_path(p) for p in outputs],

@@ -18,10 +18,10 @@ import re
 from absl import logging
 import numpy as np
 
-from bottleneck import decode
+from bottleneck.data import decode
 from bottleneck import errors
 from bottleneck import progress
-from bottleneck import store
+from bottleneck.features import store
 
 
 @dataclasses.dataclass

@@ -15,8 +15,8 @@ import hashlib
 import json
 import os
 
-from bottleneck import formats
-from bottleneck import images
+from bottleneck.export import formats
+from bottleneck.data import images
 
 # RetrainConfig fields that do not change the model: where things are kept,
 # what is logged, and how the cache stage batches its work.

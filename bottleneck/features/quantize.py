@@ -35,11 +35,11 @@ from tensorflow.lite.python import schema_py_generated as schema  # pylint: disa
 from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-direct-tensorflow-import
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
-from bottleneck import cache
-from bottleneck import decode
+from bottleneck.features import cache
+from bottleneck.data import decode
 from bottleneck import errors
 from bottleneck import publish
-from bottleneck import tflite
+from bottleneck.features import tflite
 
 # A few hundred photos settle the activation ranges; each costs about 60 ms of
 # conversion time with MobileNetV2 (300 photos: about 20 s).

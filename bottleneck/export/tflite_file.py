@@ -19,8 +19,8 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-direct-tensorflow-import
 from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-direct-tensorflow-import
 
-from bottleneck import quantize
-from bottleneck import tflite
+from bottleneck.features import quantize
+from bottleneck.features import tflite
 
 
 def float_classifier(backbone, head):

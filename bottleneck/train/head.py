@@ -12,7 +12,7 @@ import dataclasses
 from absl import logging
 import numpy as np
 
-from bottleneck import summaries
+from bottleneck.train import summaries
 
 
 @dataclasses.dataclass

@@ -20,9 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from bottleneck import errors
-from bottleneck import export
-from bottleneck import formats
-from bottleneck import head as head_lib
+from bottleneck.export import formats
+from bottleneck.train import head as head_lib
 from bottleneck import predict
 
 

@@ -1,0 +1,10 @@
+"""Stage 2, features: pixels -> bottleneck vectors, computed once and cached.
+
+  backbones  name or handle -> a frozen feature extractor (one surface)
+  tflite     the LiteRT runtime for .tflite backbones and classifiers
+  quantize   a post-training int8 copy of a backbone
+  store      the crash-safe HDF5 + journal file of one backbone's vectors
+  cache      the cache stage: decode and run the backbone only for new photos
+
+Imports point down the pipeline: this package uses `data`, never later stages.
+"""
