@@ -125,7 +125,7 @@ def _loader(load, *args, **kwargs):
 def _tflite_file(trained, precision):
   """The .tflite classifier of one precision, with its files attached."""
   if precision == 'int8':
-    model = export_tflite.int8_classifier(trained.int8_backbone(), trained.head)
+    model = tflite_file.int8_classifier(trained.int8_backbone(), trained.head)
   else:
     model = tflite_file.float_classifier(trained.float_backbone,
                                            trained.head)
