@@ -9,18 +9,22 @@ import dataclasses
 
 from bottleneck import errors
 
-# TF Hub's MobileNetV2 feature vector: ~36-40 images/s on 2 CPU cores, where
-# InceptionV3 (retrain.py's old default) manages ~9 for similar transfer accuracy.
+# TF Hub's MobileNetV2 feature vector: by their papers, 0.3 G multiply-adds per
+# image against 5.7 G for InceptionV3 (retrain.py's old default), for similar
+# transfer accuracy, so it is several times faster on any CPU. README.md,
+# Performance, has what was measured on one machine.
 DEFAULT_MODULE = (
     'https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5')
 # label_image.py reads this folder by default, so retrain.py always exports here
 # unless told otherwise.
 DEFAULT_SAVED_MODEL_DIR = '/tmp/retrained_model'
 DEFAULT_TOP_K = 5
-# Images per backbone call, in the cache stage and in label_image.py. Small
-# batches are faster on a CPU: MobileNetV2 on 2 cores ran about 55-60 images/s
-# in batches of 4 against about 40 in batches of 32 (a batch's activations stay
-# in the CPU caches); one image per call pays the per-call overhead.
+# Images per backbone call, in the cache stage and in label_image.py. Which
+# batch is fastest depends on the CPU (its caches and vector units) and the
+# backbone: small batches keep a batch's activations in the CPU caches, one
+# image per call pays the per-call overhead. 4 won on the AMD EPYC that
+# README.md's Performance table was measured on; bench/run.py measures it on
+# yours, and --cache_batch_size overrides it.
 DEFAULT_BATCH_SIZE = 4
 OUTPUT_FORMATS = ('text', 'json', 'csv')
 # How the cache stage runs the backbone: TensorFlow in float32, or a

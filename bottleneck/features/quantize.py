@@ -1,10 +1,11 @@
 """A float backbone -> its full-integer (int8) TFLite copy, for the cache stage.
 
 `--backbone_precision int8` computes the bottleneck vectors with a post-training
-int8 quantization of the chosen backbone, run by LiteRT (see `tflite`). On 2
-CPU cores MobileNetV2 ran about 2.4x as fast that way as the float backbone
-under TensorFlow, at the same final accuracy on the flowers (see README.md,
-Performance).
+int8 quantization of the chosen backbone, run by LiteRT (see `tflite`). How
+much faster that is than the float backbone under TensorFlow depends on the
+CPU (int8 dot-product instructions such as VNNI, the core count) and on the
+backbone; README.md, Performance, gives what bench/run.py measured, speed and
+accuracy, on one machine.
 
 The converter calibrates the range of every activation on CALIBRATION_PHOTOS
 training photos of the run (pixels only, never labels), chosen
@@ -13,7 +14,8 @@ converted model is cached beside the vectors,
 
   <bottleneck_dir>/<backbone slug>-<float identity[:16]>.int8.tflite
 
-so the conversion (about 20 s for MobileNetV2 here) is paid once per backbone,
+so the conversion (tens of seconds for MobileNetV2 on 2 cores; bench/run.py
+prints it) is paid once per backbone,
 not once per run; delete the file to calibrate again on today's photos. The
 int8 backbone's identity is the hash of the converted model's bytes, so its
 vectors go to a cache file of their own: float and int8 vectors never mix, nor
@@ -41,8 +43,8 @@ from bottleneck import errors
 from bottleneck import publish
 from bottleneck.features import tflite
 
-# A few hundred photos settle the activation ranges; each costs about 60 ms of
-# conversion time with MobileNetV2 (300 photos: about 20 s).
+# A few hundred photos settle the activation ranges; conversion time grows
+# linearly with them (each photo is one float forward pass of the backbone).
 CALIBRATION_PHOTOS = 300
 
 

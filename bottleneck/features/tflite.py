@@ -3,10 +3,11 @@
 Runtime: LiteRT (`ai_edge_litert`), not `tf.lite.Interpreter`. TensorFlow 2.21
 still ships the latter, but it warns on every use that it is deprecated and due
 for deletion. LiteRT is its successor and what runs the model on a phone; here
-it gave the same outputs bit for bit at the same speed (int8 MobileNetV2, 2
-threads, batch 4: 130-145 images/s with either, from run to run). Converting
+it gave the same outputs bit for bit at the same speed as the deprecated
+interpreter (int8 MobileNetV2, 2 threads, batch 4, on the machine of
+README.md's Performance table). Converting
 still needs TensorFlow's `tf.lite.TFLiteConverter` (see `quantize` and
-`export_tflite`); running does not, so neither does this module.
+`export.tflite_file`); running does not, so neither does this module.
 
 A .tflite written by retrain.py carries its labels as TFLite Model Maker's
 models do: a zip archive appended to the model, holding labels.txt and

@@ -1,7 +1,8 @@
 """Is the model in place already the answer? A run's fingerprint says.
 
 A nightly run over a folder in which nothing changed would train the same head
-and export the same model again: about 15 s of work for nothing, and a model
+and export the same model again: the head's training, the test and every
+export, all for nothing, and a model
 folder that changes under the programs that read it. The export therefore
 records the fingerprint of everything that decides the model (the photos'
 digests, keys and labels, the backbone's identity, the flags that shape
