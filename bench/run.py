@@ -49,13 +49,18 @@ flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
 flags.DEFINE_string('weights', os.path.join(
     _SHARED, 'weights', 'mobilenet_v2_1.0_224_no_top.weights.h5'),
                     'MobileNetV2 weights file.')
+flags.DEFINE_integer('photos', 0, 'Use only this many of the flower photos, '
+                     'taken in turn from each class (for a quick check of the '
+                     'code); 0 for all.')
 flags.DEFINE_integer('repeats', 3, 'Runs per speed figure (median reported).')
 flags.DEFINE_integer('many', 20000, 'Photos of the large memory measurement.')
 flags.DEFINE_integer('few', 2000, 'Photos of the small memory measurement.')
-flags.DEFINE_integer('baseline_photos', 200,
-                     'Flower photos of the one-image-at-a-time baseline.')
+flags.DEFINE_integer('baseline_photos', 200, 'Flower photos of the '
+                     'one-image-at-a-time baseline, from every class.')
+flags.DEFINE_integer('large_photos', 40, '12 MP photos of the one-image-at-'
+                     'a-time baseline, from every class.')
 flags.DEFINE_integer('label_photos', 500, 'Flower photos that label_image '
-                     'labels for its throughput.')
+                     'labels for its throughput, from every class.')
 FLAGS = flags.FLAGS
 BACKBONE = 'keras:mobilenet_v2'
 
@@ -80,6 +85,22 @@ def retrain_args(image_dir, name):
           f'--summaries_dir={os.path.join(FLAGS.work_dir, name, "logs")}']
 
 
+def load_flowers():
+  """The flower photos: (folder, labels, photos with digests).
+
+  With --photos, that many of them (in turn from each class), linked into a
+  folder under --work_dir.
+  """
+  labels, flowers = images.find_photos(FLAGS.flowers)
+  flowers, _ = images.digest_photos(flowers)
+  if not FLAGS.photos:
+    return FLAGS.flowers, labels, flowers
+  folder = data.linked_subset(data.every_class(flowers, FLAGS.photos),
+                              FLAGS.flowers, fresh(f'flowers{FLAGS.photos}'))
+  labels, flowers = images.find_photos(folder)
+  return folder, labels, images.digest_photos(flowers)[0]
+
+
 def main(argv):
   del argv
   cli.quiet_library_logs()
@@ -90,24 +111,26 @@ def main(argv):
   started = time.monotonic()
   fresh('caches')
   backbone = backbones.load_backbone(BACKBONE, keras_weights=FLAGS.weights)
-  _, flowers = images.find_photos(FLAGS.flowers)
-  flowers, _ = images.digest_photos(flowers)
+  flowers_dir, labels, flowers = load_flowers()
   split = images.split_photos(flowers, testing_percentage=10,
                               validation_percentage=10)
+  suffix = f'{FLAGS.photos}' if FLAGS.photos else ''
 
   logging.info('Generating 12 MP photos (once)...')
-  large_dir = data.large_photos(split['testing'], FLAGS.flowers,
-                                os.path.join(FLAGS.work_dir, 'large'))
+  large_dir = data.large_photos(split['testing'], flowers_dir,
+                                os.path.join(FLAGS.work_dir, 'large' + suffix))
   def large_path(photo):
-    return os.path.join(large_dir, os.path.relpath(photo.path, FLAGS.flowers))
+    return os.path.join(large_dir, os.path.relpath(photo.path, flowers_dir))
   distinct = len({p.digest for p in flowers})  # Each is computed once.
   large_count = len({p.digest for p in split['testing']})
   large_vectors = {}
   batch = config.DEFAULT_BATCH_SIZE
   pixels = np.stack(list(decode.load_images(
       [p.path for p in flowers[::31]], backbone.image_size)))
-  baseline_paths = [p.path for p in flowers[:FLAGS.baseline_photos]]
-  large_paths = [large_path(p) for p in split['testing'][:40]]
+  baseline_paths = [p.path for p in data.every_class(
+      flowers, FLAGS.baseline_photos)]
+  large_paths = [large_path(p) for p in data.every_class(
+      split['testing'], FLAGS.large_photos)]
 
   def cache_run(folder, name, expected):
     seconds, result = measure.cache_stage(folder, backbone,
@@ -124,7 +147,7 @@ def main(argv):
       rate, cpu = measure.backbone_limit(backbone, pixels, batch_size=size)
       samples[f'limit{size}'].append(rate)
       samples[f'cpu{size}'].append(cpu)
-    samples['flowers'].append(cache_run(FLAGS.flowers, 'flowers',
+    samples['flowers'].append(cache_run(flowers_dir, 'flowers',
                                         distinct)[0])
     seconds, result = cache_run(large_dir, 'large', large_count)
     large_vectors.update(zip((p.path for p in result.photos), result.vectors))
@@ -144,19 +167,19 @@ def main(argv):
   table.speed(f'cache stage, {large_count} distinct photos of 12 MP '
               '(4000x3000 JPEG)', large_rate, limit, 'backbone limit', 0.8)
   table.speed(f'one image at a time (retrain.py way), {len(baseline_paths)} '
-              'flower photos', med['baseline'])
+              'flower photos of every class', med['baseline'])
   table.ratio('cache stage / one image at a time, flowers', cache_rate,
               med['baseline'], 1.2)
   large_baseline = measure.one_at_a_time(backbone, large_paths)
   table.speed(f'one image at a time, {len(large_paths)} photos of 12 MP '
-              '(one run)', large_baseline)
+              'of every class (one run)', large_baseline)
   table.ratio('cache stage / one image at a time, 12 MP', large_rate,
               large_baseline, None)
 
   # The profile behind the cache stage's ratios: CPU time per image. Two
   # cores cannot run more than 2000 / (backbone + decode) images/s.
   backbone_cpu = med[f'cpu{batch}']
-  for name, paths in (('flower photo', [p.path for p in flowers[:200]]),
+  for name, paths in (('flower photo', baseline_paths),
                       ('12 MP photo', large_paths)):
     decode_cpu = measure.decode_cpu(paths, backbone.image_size)
     bound = 2000 / (backbone_cpu + decode_cpu)
@@ -165,7 +188,7 @@ def main(argv):
                 'backbone limit')
 
   logging.info('Head training...')
-  _, cached = measure.cache_stage(FLAGS.flowers, backbone,
+  _, cached = measure.cache_stage(flowers_dir, backbone,
                                   os.path.join(FLAGS.work_dir, 'caches',
                                                'flowers'))
   rows = {p.digest: v for p, v in zip(cached.photos, cached.vectors)}
@@ -183,7 +206,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as logs:
       heads.append(head_lib.train_head(
           vectors(split['training']), vectors(split['validation']),
-          num_classes=5, schedule=schedule, seed=0, summaries_dir=logs))
+          num_classes=len(labels), schedule=schedule, seed=0, summaries_dir=logs))
     return time.perf_counter() - start
   with measure.logs_to_devnull():  # Formatted as in a run, but not shown here.
     head_seconds = median_of(train)
@@ -209,25 +232,25 @@ def main(argv):
                    measure.accuracy(head, full_x_, test_y))
 
   logging.info('int8 backbone and .tflite exports...')
-  label_paths = [p.path for p in flowers[:FLAGS.label_photos]]
-  int8.run(table, backbone=backbone, flowers_dir=FLAGS.flowers,
+  label_paths = [p.path for p in data.every_class(flowers, FLAGS.label_photos)]
+  int8.run(table, backbone=backbone, flowers_dir=flowers_dir,
            flowers=flowers, split=split, pixels=pixels,
            work_dir=FLAGS.work_dir, repeats=FLAGS.repeats, float_head=head,
            float_accuracy=measure.accuracy(head, test_x, test_y),
            schedule=schedule, retrain_args=retrain_args,
-           label_paths=label_paths)
+           label_paths=label_paths, decode_paths=baseline_paths)
 
   logging.info('Warm reruns...')
   import_seconds = median_of(lambda: measure.wall_time(
       [sys.executable, '-c', 'import tensorflow'])[0])
   table.seconds('python -c "import tensorflow"', import_seconds)
   warm_cache = median_of(lambda: measure.cache_stage(
-      FLAGS.flowers, backbone,
+      flowers_dir, backbone,
       os.path.join(FLAGS.work_dir, 'caches', 'flowers'))[0])
   table.seconds(f'cache stage, {len(flowers):,} photos all cached',
                 warm_cache, 2.0, '2 s', 1.0, at_most=True)
   fresh('flowers')
-  args = retrain_args(FLAGS.flowers, 'flowers')
+  args = retrain_args(flowers_dir, 'flowers')
   table.seconds('whole retrain.py run, bottlenecks cached, --force (one run)',
                 measure.wall_time(args + ['--force'])[0])
   unchanged = median_of(lambda: measure.wall_time(args)[0])
@@ -235,16 +258,17 @@ def main(argv):
                 unchanged, import_seconds + 5, 'import time + 5 s', 1.0,
                 at_most=True)
 
-  plus_dir = data.linked_copy(FLAGS.flowers, fresh('plus'))
+  plus_dir = data.linked_copy(flowers_dir, fresh('plus'))
   fresh('flowers_plus')
   plus_args = retrain_args(plus_dir, 'flowers_plus')
   measure.wall_time(plus_args)
-  new_count = len(flowers) // 100
+  new_count = max(1, len(flowers) // 100)
+  new_pool = data.every_class(flowers, len(flowers))  # Distinct, every class.
   rounds = iter(range(2 * FLAGS.repeats))
   def new_photos():
     r = next(rounds)
-    return data.add_new_photos(flowers[r * new_count:(r + 1) * new_count],
-                               FLAGS.flowers, plus_dir, f'r{r}')
+    return data.add_new_photos(new_pool[r * new_count:(r + 1) * new_count],
+                               flowers_dir, plus_dir, f'r{r}')
   def cache_with_new():
     new_photos()
     seconds, result = measure.cache_stage(
@@ -292,7 +316,8 @@ def main(argv):
   memory = {}
   for count, seed in ((FLAGS.few, 1), (FLAGS.many, 2)):
     folder = data.many_photos(
-        os.path.join(FLAGS.work_dir, f'many{count}'), count, seed=seed)
+        os.path.join(FLAGS.work_dir, f'many{count}'), count,
+        classes=len(labels), seed=seed)
     memory[count] = measure.child_cache_stage(
         folder, fresh('caches', f'many{count}'), backbone_args)
     assert memory[count]['computed'] == count, memory[count]
