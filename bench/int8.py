@@ -46,7 +46,7 @@ def _fresh(path):
 
 def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
         repeats, float_head, float_accuracy, schedule, retrain_args,
-        label_paths, decode_paths):
+        label_paths, decode_paths, cores):
   """Measures the int8 rows and adds them to `table` (a `report.Table`).
 
   Args:
@@ -64,6 +64,7 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
     retrain_args: function(image_dir, name) -> retrain.py's argument list.
     label_paths: photos for label_image's throughput.
     decode_paths: flower photos of every class, for the decoder's CPU cost.
+    cores: the CPU cores the benchmark may run on.
   """
   batch = config.DEFAULT_BATCH_SIZE
   model_dir = _fresh(os.path.join(work_dir, 'caches', 'int8_model'))
@@ -105,13 +106,13 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
               f'float limit (batch {batch})', 3.0)
   table.ratio('int8 cache stage / float limit at batch 1', med['int8_cache'],
               med['float_limit1'], None)
-  # The profile behind that ratio, as for the float cache stage: two cores
-  # cannot run more than 2000 / (backbone + decode CPU ms) images/s.
+  # The profile behind that ratio, as for the float cache stage: the cores
+  # cannot run more than cores * 1000 / (backbone + decode CPU ms) images/s.
   int8_cpu = med['int8_limit_cpu']
   decode_cpu = measure.decode_cpu(decode_paths, backbone.image_size)
-  table.speed(f'CPU bound, int8, flower photo: 2 cores / (int8 backbone '
+  table.speed(f'CPU bound, int8, flower photo: {cores} cores / (int8 backbone '
               f'{int8_cpu:.1f} + decode {decode_cpu:.1f} CPU ms per image)',
-              2000 / (int8_cpu + decode_cpu), limit, 'float limit')
+              cores * 1000 / (int8_cpu + decode_cpu), limit, 'float limit')
   table.seconds(f'int8 conversion, calibrated on {quantize.CALIBRATION_PHOTOS} '
                 'training photos (once per backbone)', convert_seconds)
 

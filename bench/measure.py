@@ -23,6 +23,11 @@ from bottleneck.data import images
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def cores():
+  """The number of CPU cores this process may run on."""
+  return len(os.sched_getaffinity(0))
+
+
 def cache_stage(folder, backbone, bottleneck_dir,
                 batch_size=config.DEFAULT_BATCH_SIZE):
   """The cache stage as retrain.py runs it: list, hash, look up, compute.

@@ -109,6 +109,7 @@ def main(argv):
              'the benchmark needs ../shared/data beside the repository.')
   table = report.Table(FLAGS.repeats)
   started = time.monotonic()
+  cores = measure.cores()
   fresh('caches')
   backbone = backbones.load_backbone(BACKBONE, keras_weights=FLAGS.weights)
   flowers_dir, labels, flowers = load_flowers()
@@ -176,16 +177,16 @@ def main(argv):
   table.ratio('cache stage / one image at a time, 12 MP', large_rate,
               large_baseline, None)
 
-  # The profile behind the cache stage's ratios: CPU time per image. Two
-  # cores cannot run more than 2000 / (backbone + decode) images/s.
+  # The profile behind the cache stage's ratios: CPU time per image. The
+  # cores cannot run more than cores * 1000 / (backbone + decode) images/s.
   backbone_cpu = med[f'cpu{batch}']
   for name, paths in (('flower photo', baseline_paths),
                       ('12 MP photo', large_paths)):
     decode_cpu = measure.decode_cpu(paths, backbone.image_size)
-    bound = 2000 / (backbone_cpu + decode_cpu)
-    table.speed(f'CPU bound, {name}: 2 cores / (backbone {backbone_cpu:.1f} '
-                f'+ decode {decode_cpu:.1f} CPU ms per image)', bound, limit,
-                'backbone limit')
+    bound = cores * 1000 / (backbone_cpu + decode_cpu)
+    table.speed(f'CPU bound, {name}: {cores} cores / (backbone '
+                f'{backbone_cpu:.1f} + decode {decode_cpu:.1f} CPU ms per '
+                'image)', bound, limit, 'backbone limit')
 
   logging.info('Head training...')
   _, cached = measure.cache_stage(flowers_dir, backbone,
@@ -238,7 +239,7 @@ def main(argv):
            work_dir=FLAGS.work_dir, repeats=FLAGS.repeats, float_head=head,
            float_accuracy=measure.accuracy(head, test_x, test_y),
            schedule=schedule, retrain_args=retrain_args,
-           label_paths=label_paths, decode_paths=baseline_paths)
+           label_paths=label_paths, decode_paths=baseline_paths, cores=cores)
 
   logging.info('Warm reruns...')
   import_seconds = median_of(lambda: measure.wall_time(
@@ -326,7 +327,7 @@ def main(argv):
   table.memory(f'cache stage peak RSS, {FLAGS.many:,} photos',
                memory[FLAGS.many], memory[FLAGS.few])
 
-  table.print(machine=report.machine(), seconds=time.monotonic() - started)
+  table.print(machine=report.machine(cores), seconds=time.monotonic() - started)
 
 
 if __name__ == '__main__':
