@@ -4,9 +4,10 @@ Measured side by side, in interleaved rounds: the float backbone's limit under
 TensorFlow (batch 4 and batch 1), the int8 copy alone on the same decoded
 tensors, the float32 TFLite copy alone (to show where the speed comes from),
 and the int8 cache stage on the flower photos. Then the test accuracy of heads
-trained on float and on int8 vectors, a whole int8 retrain.py run with both
-.tflite exports (its metrics.json measures every exported form), and
-label_image over a folder with the int8 .tflite.
+trained on float and on int8 vectors, a whole int8 retrain.py run with nothing
+cached (it converts the backbone) and both .tflite exports (its metrics.json
+measures every exported form), and label_image over a folder with the int8
+.tflite.
 """
 
 import collections
@@ -17,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import numpy as np
 
@@ -44,6 +46,34 @@ def _fresh(path):
   return path
 
 
+def convert(backbone, training, model_dir):
+  """Converts the backbone to int8 as a run does, in a fresh `model_dir`.
+
+  Args:
+    backbone: the float32 `backbones.Backbone`.
+    training: the training `images.Photo`s (the run's calibration source).
+    model_dir: a folder with no int8 copy in it (so that it converts).
+
+  Returns:
+    (int8 `backbones.Backbone`, seconds, the number of calibration photos the
+    converter was given: those `quantize.calibration_photos` chose that could
+    be decoded).
+  """
+  used = []
+  pixels_of = quantize._calibration_pixels  # pylint: disable=protected-access
+  def counted(paths, size):
+    pixels = pixels_of(paths, size)
+    used.append(len(pixels))
+    return pixels
+  start = time.perf_counter()
+  with mock.patch.object(quantize, '_calibration_pixels', counted):
+    int8 = quantize.int8_backbone(backbone, model_dir, lambda: (
+        quantize.calibration_photos(training)))
+  seconds = time.perf_counter() - start
+  assert len(used) == 1, used  # It converted, once.
+  return int8, seconds, used[0]
+
+
 def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
         repeats, float_head, float_accuracy, schedule, retrain_args,
         label_paths, decode_paths, cores):
@@ -68,10 +98,8 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
   """
   batch = config.DEFAULT_BATCH_SIZE
   model_dir = _fresh(os.path.join(work_dir, 'caches', 'int8_model'))
-  start = time.perf_counter()
-  int8 = quantize.int8_backbone(backbone, model_dir, lambda: (
-      quantize.calibration_photos(split['training'])))
-  convert_seconds = time.perf_counter() - start
+  int8, convert_seconds, calibration_used = convert(
+      backbone, split['training'], model_dir)
   float_tflite = _TfliteBackbone(quantize.to_tflite(
       backbone.features.get_concrete_function(), name=backbone.name))
   distinct = len({p.digest for p in flowers})
@@ -113,8 +141,8 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
   table.speed(f'CPU bound, int8, flower photo: {cores} cores / (int8 backbone '
               f'{int8_cpu:.1f} + decode {decode_cpu:.1f} CPU ms per image)',
               cores * 1000 / (int8_cpu + decode_cpu), limit, 'float limit')
-  table.seconds(f'int8 conversion, calibrated on {quantize.CALIBRATION_PHOTOS} '
-                'training photos (once per backbone)', convert_seconds)
+  table.seconds(f'int8 conversion, calibrated on {calibration_used} training '
+                'photos (once per backbone; one run)', convert_seconds)
 
   # Accuracy: the same schedule and seed on float and on int8 vectors.
   rows = {p.digest: v for p, v in zip(cached.photos, cached.vectors)}
@@ -131,17 +159,24 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
                  float_accuracy, measure.accuracy(int8_head, test_x, test_y),
                  names=('float32 vectors', 'int8 vectors'))
 
-  # A whole run with every export; its metrics.json measures each form.
+  # A whole run with every export, from an empty --bottleneck_dir: it
+  # converts the backbone and computes every vector. Its metrics.json
+  # measures each exported form.
   name = 'flowers_int8'
-  args = retrain_args(flowers_dir, name)
-  args = [a for a in args if not a.startswith('--bottleneck_dir=')] + [
-      f'--bottleneck_dir={model_dir}', '--backbone_precision=int8',
-      f'--tflite_output_file={os.path.join(work_dir, name, "model.tflite")}',
-      '--tflite_int8_output_file='
-      f'{os.path.join(work_dir, name, "model_int8.tflite")}']
+  run_dir = _fresh(os.path.join(work_dir, 'caches', name))
+  args = [a for a in retrain_args(flowers_dir, name)
+          if not a.startswith('--bottleneck_dir=')] + [
+              f'--bottleneck_dir={run_dir}', '--backbone_precision=int8',
+              '--tflite_output_file='
+              f'{os.path.join(work_dir, name, "model.tflite")}',
+              '--tflite_int8_output_file='
+              f'{os.path.join(work_dir, name, "model_int8.tflite")}']
   _fresh(os.path.join(work_dir, name))
-  table.seconds('whole retrain.py run, int8, vectors not cached yet, both '
-                '.tflite exports (one run)', measure.wall_time(args)[0])
+  seconds = measure.wall_time(args)[0]
+  assert os.path.exists(quantize.model_path(run_dir, backbone)), run_dir
+  table.seconds('whole retrain.py run, int8, nothing cached yet (converts the '
+                'backbone, computes every vector), both .tflite exports (one '
+                'run)', seconds)
   with open(os.path.join(work_dir, name, 'model', release.METRICS_FILE)) as f:
     metrics = json.load(f)
   # Only the int8 .tflite computes the features the head was trained on;
