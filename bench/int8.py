@@ -114,7 +114,7 @@ def run(table, *, backbone, flowers_dir, flowers, split, pixels, work_dir,
       rate, cpu = measure.backbone_limit(model, pixels, batch_size=size)
       samples[name].append(rate)
       samples[name + '_cpu'].append(cpu)
-    seconds, cached = measure.cache_stage(
+    seconds, _, cached = measure.cache_stage(
         flowers_dir, int8, _fresh(os.path.join(work_dir, 'caches', 'int8')))
     assert cached.computed == distinct, (cached.computed, distinct)
     samples['int8_cache'].append(distinct / seconds)
