@@ -153,8 +153,8 @@ def _retrain(config, outputs, start):
           eval_step_interval=config.eval_step_interval,
           validation_batch_size=config.validation_batch_size),
       seed=config.random_seed, summaries_dir=run_dir)
-  test_accuracy, truth, predicted = _test(head, data['testing'],
-                                          splits['testing'], labels, config)
+  test_accuracy, truth, predicted = metrics.final_test(
+      head, data['testing'], splits['testing'], labels, config)
   lap('train_and_test')
   if run_dir:
     matrix = metrics.confusion_matrix(truth, predicted, len(labels))
@@ -267,29 +267,3 @@ def _usable_classes(labels, photos):
   new_index = {old: new for new, old in enumerate(keep)}
   return ([labels[i] for i in keep],
           [dataclasses.replace(p, label=new_index[p.label]) for p in photos])
-
-
-def _test(head, test_data, test_photos, labels, config):
-  """Logs retrain.py's final test line.
-
-  Returns:
-    (accuracy or None, true classes int [n], predicted classes int [n]) of
-    the test photos evaluated.
-  """
-  vectors, truth = test_data
-  if not len(truth):
-    logging.warning('No test photos (--testing_percentage %s): the final test '
-                    'accuracy cannot be measured.', config.testing_percentage)
-    return None, truth, truth
-  rng = np.random.default_rng(config.random_seed + 1)
-  indices = head_lib.sample(rng, len(truth), config.test_batch_size)
-  predictions = head.probabilities(vectors[indices]).argmax(axis=1)
-  accuracy = float(np.mean(predictions == truth[indices]))
-  logging.info('Final test accuracy = %.1f%% (N=%d)', accuracy * 100,
-               len(indices))
-  if config.print_misclassified_test_images:
-    logging.info('=== MISCLASSIFIED TEST IMAGES ===')
-    for i, predicted in zip(indices, predictions):
-      if predicted != truth[i]:
-        logging.info('%70s  %s', test_photos[i].path, labels[predicted])
-  return accuracy, truth[indices], predictions

@@ -19,9 +19,12 @@ quality gate refused, for programs that watch a nightly run:
 import dataclasses
 import io
 
+from absl import logging
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+
+from bottleneck.train import head as head_lib
 
 
 def confusion_matrix(truth, predicted, num_classes):
@@ -83,6 +86,39 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       'skipped': [{'path': path, 'reason': reason} for path, reason in skipped],
       'skipped_count': len(skipped),
   }
+
+
+def final_test(head, test_data, test_photos, labels, config):
+  """Measures the head on the test photos and logs retrain.py's final line.
+
+  Args:
+    head: the trained `head.Head`.
+    test_data: (float32 [n, feature_dim] vectors, int32 [n] classes).
+    test_photos: list of n `images.Photo` (--print_misclassified_test_images).
+    labels: list of str, class-index order.
+    config: the run's `config.RetrainConfig` (seed, test batch size).
+
+  Returns:
+    (accuracy or None, true classes int [n], predicted classes int [n]) of
+    the test photos evaluated.
+  """
+  vectors, truth = test_data
+  if not len(truth):
+    logging.warning('No test photos (--testing_percentage %s): the final test '
+                    'accuracy cannot be measured.', config.testing_percentage)
+    return None, truth, truth
+  rng = np.random.default_rng(config.random_seed + 1)
+  indices = head_lib.sample(rng, len(truth), config.test_batch_size)
+  predictions = head.probabilities(vectors[indices]).argmax(axis=1)
+  accuracy = float(np.mean(predictions == truth[indices]))
+  logging.info('Final test accuracy = %.1f%% (N=%d)', accuracy * 100,
+               len(indices))
+  if config.print_misclassified_test_images:
+    logging.info('=== MISCLASSIFIED TEST IMAGES ===')
+    for i, predicted in zip(indices, predictions):
+      if predicted != truth[i]:
+        logging.info('%70s  %s', test_photos[i].path, labels[predicted])
+  return accuracy, truth[indices], predictions
 
 
 def confusion_png(matrix, labels, *, cell=40):
