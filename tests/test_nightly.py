@@ -3,8 +3,10 @@
 import json
 import logging
 import os
+import shutil
 import sys
 
+from absl.testing import flagsaver
 import conftest
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import tensorflow as tf
 from bottleneck import errors
 from bottleneck.run import locks
 from bottleneck.run import pipeline
+import retrain
 
 FAST = dict(how_many_training_steps=300, learning_rate=1.0)
 # Barely trained: one step of a tiny rate leaves the head near chance.
@@ -48,6 +51,31 @@ def test_metrics_json_and_the_confusion_image(tmp_path, photo_flags, outputs):
             for v in e.summary.value if v.HasField('image')]
   assert [v.tag for v in images] == ['confusion_matrix']
   assert images[0].image.encoded_image_string.startswith(b'\x89PNG')
+
+
+def test_cache_counts_agree_in_the_log_metrics_json_and_the_summary(
+    tmp_path, photo_flags, outputs, caplog):
+  caplog.set_level(logging.INFO)
+  assert conftest.run_retrain(**photo_flags, **FAST) == 0
+  red = tmp_path / 'photos' / 'red'
+  shutil.copy(red / 'photo_000.jpg', red / 'copy_of_cached.jpg')
+  new = conftest.write_photos(tmp_path / 'new', {'red': (210, 30, 30)},
+                              per_class=1, seed=9)['red'][0]
+  shutil.copy(new, red / 'new.jpg')
+  shutil.copy(new, red / 'copy_of_new.jpg')
+  caplog.clear()
+  with flagsaver.flagsaver(**photo_flags, **FAST):
+    summary = pipeline.retrain(retrain.config_from_flags())
+  # 63 photos, 61 contents: 60 cached, 1 new; 2 photos are copies.
+  assert (summary.reused, summary.computed) == (60, 1)
+  assert summary.duplicates == 2
+  assert ('Bottlenecks: 63 photos (61 distinct): reused 60, computed 1, could '
+          "not decode 0; 2 duplicate(s) of another photo's bytes."
+          in caplog.text)
+  with open(os.path.join(outputs['saved_model_dir'], 'metrics.json')) as f:
+    assert json.load(f)['bottlenecks'] == dict(
+        photos=63, distinct=61, reused=60, computed=1, could_not_decode=0,
+        duplicates=2)
 
 
 def test_min_test_accuracy_refuses_and_keeps_the_model_in_place(

@@ -40,12 +40,13 @@ class RunSummary:
     labels: list of str, class-index order.
     split_sizes: dict from split name to number of photos.
     test_accuracy: float in [0, 1], or None without test photos.
-    reused: vectors found in the cache.
-    computed: vectors computed by this run.
+    reused: distinct photo contents whose vector was found in the cache.
+    computed: distinct photo contents whose vector this run computed.
     skipped: list of (path, reason) for files that were not used.
     kept: True if the model in place was kept because nothing had changed.
     exports: {form: {'path', 'features', 'test_accuracy'}} of the exported
       forms measured on the test photos (see `release`); {} if none was.
+    duplicates: photos with the same bytes as another photo of the run.
   """
   labels: list
   split_sizes: dict
@@ -55,6 +56,7 @@ class RunSummary:
   skipped: list
   kept: bool = False
   exports: dict = dataclasses.field(default_factory=dict)
+  duplicates: int = 0
 
 
 def refused_metrics_path(saved_model_dir):
@@ -123,7 +125,8 @@ def _retrain(config, outputs, start):
     return RunSummary(in_place.get('labels', labels),
                       in_place.get('split_sizes', {}),
                       in_place.get('test_accuracy'), cached.reused,
-                      cached.computed, skipped, kept=True)
+                      cached.computed, skipped, kept=True,
+                      duplicates=cached.duplicates)
 
   labels, usable = _usable_classes(labels, cached.photos)
   splits = images.split_photos(
@@ -167,7 +170,7 @@ def _retrain(config, outputs, start):
     return metrics.build(labels=labels, splits=splits, truth=truth,
                          predicted=predicted, config=config, backbone=backbone,
                          durations=durations, skipped=skipped,
-                         decision=decision)
+                         bottlenecks=cached.counts, decision=decision)
 
   refusal = gate.refusal(config, test_accuracy, lambda: gate.old_model_accuracy(
       config.saved_model_dir, backbone, labels, splits['testing'],
@@ -202,7 +205,8 @@ def _retrain(config, outputs, start):
                f'{sizes["training"]:,}', _percent(test_accuracy), len(skipped),
                config.saved_model_dir)
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
-                    cached.computed, skipped, exports=exports)
+                    cached.computed, skipped, exports=exports,
+                    duplicates=cached.duplicates)
 
 
 def _int8_backbone(config, float_backbone, photos):

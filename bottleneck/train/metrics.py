@@ -12,8 +12,14 @@ quality gate refused, for programs that watch a nightly run:
     "confusion_matrix": [[36, 1, ...], ...],  (row: true class, column:
                                                predicted class; test photos)
     "backbone": {...}, "flags": {...}, "durations_seconds": {...},
-    "skipped": [{"path": "...", "reason": "..."}], "skipped_count": 1
+    "skipped": [{"path": "...", "reason": "..."}], "skipped_count": 1,
+    "bottlenecks": {"photos": 2000, "distinct": 1998, "reused": 1990,
+                    "computed": 8, "could_not_decode": 0, "duplicates": 2}
   }
+
+"bottlenecks" has the counts of the cache stage's log line: reused, computed
+and could_not_decode count distinct contents (they add up to "distinct");
+"duplicates" photos more have the same bytes as one of them.
 """
 
 import dataclasses
@@ -48,7 +54,7 @@ def per_class(matrix, labels):
 
 
 def build(*, labels, splits, truth, predicted, config, backbone, durations,
-          skipped, decision):
+          skipped, bottlenecks, decision):
   """The metrics.json dict.
 
   Args:
@@ -60,6 +66,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
     backbone: the `backbones.Backbone`.
     durations: {stage: seconds}.
     skipped: list of (path, reason).
+    bottlenecks: the cache stage's counts (`cache.CacheResult.counts`).
     decision: 'published', or 'refused: <why>'.
   """
   matrix = confusion_matrix(truth, predicted, len(labels))
@@ -85,6 +92,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       'durations_seconds': {k: round(v, 3) for k, v in durations.items()},
       'skipped': [{'path': path, 'reason': reason} for path, reason in skipped],
       'skipped_count': len(skipped),
+      'bottlenecks': dict(bottlenecks),
   }
 
 
