@@ -166,15 +166,17 @@ def _retrain(config, outputs, start):
                  *metrics.confusion_png(matrix, labels))
     writer.close()
 
+  refusal, gate_figures = gate.check(
+      config, test_accuracy=test_accuracy, head=head, labels=labels,
+      backbone=backbone, splits=splits, data=data)
+
   def run_metrics(decision):
     return metrics.build(labels=labels, splits=splits, truth=truth,
                          predicted=predicted, config=config, backbone=backbone,
                          durations=durations, skipped=skipped,
-                         bottlenecks=cached.counts, decision=decision)
+                         bottlenecks=cached.counts, gate=gate_figures,
+                         decision=decision)
 
-  refusal = gate.refusal(config, test_accuracy, lambda: gate.old_model_accuracy(
-      config.saved_model_dir, backbone, labels, splits['testing'],
-      data['testing'][0]))
   if refusal:
     path = refused_metrics_path(config.saved_model_dir)
     publish.write_file(path, formats.json_bytes(run_metrics(f'refused: '

@@ -14,12 +14,22 @@ quality gate refused, for programs that watch a nightly run:
     "backbone": {...}, "flags": {...}, "durations_seconds": {...},
     "skipped": [{"path": "...", "reason": "..."}], "skipped_count": 1,
     "bottlenecks": {"photos": 2000, "distinct": 1998, "reused": 1990,
-                    "computed": 8, "could_not_decode": 0, "duplicates": 2}
+                    "computed": 8, "could_not_decode": 0, "duplicates": 2},
+    "gate": {"compared_on": "validation", "photos": 196,
+             "new_accuracy": 0.92, "in_place_accuracy": 0.91,
+             "in_place": "evaluated"}   (null without --promote_if_better)
   }
 
 "bottlenecks" has the counts of the cache stage's log line: reused, computed
 and could_not_decode count distinct contents (they add up to "distinct");
 "duplicates" photos more have the same bytes as one of them.
+
+"gate" is --promote_if_better's comparison (see `run.gate`): the set that
+decided ("validation"; "testing" only when there are no validation photos),
+its size, and both models' accuracy on it; "test_accuracy" is the new model's
+own, measured before and apart from that choice. "in_place" is "evaluated",
+"none" (no model in place), "replaced: <why>" (damaged beyond use) or
+"kept: <why>" (it could not be compared).
 """
 
 import dataclasses
@@ -54,7 +64,7 @@ def per_class(matrix, labels):
 
 
 def build(*, labels, splits, truth, predicted, config, backbone, durations,
-          skipped, bottlenecks, decision):
+          skipped, bottlenecks, gate, decision):
   """The metrics.json dict.
 
   Args:
@@ -67,6 +77,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
     durations: {stage: seconds}.
     skipped: list of (path, reason).
     bottlenecks: the cache stage's counts (`cache.CacheResult.counts`).
+    gate: the quality gate's comparison (`gate.check`), or None.
     decision: 'published', or 'refused: <why>'.
   """
   matrix = confusion_matrix(truth, predicted, len(labels))
@@ -93,6 +104,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       'skipped': [{'path': path, 'reason': reason} for path, reason in skipped],
       'skipped_count': len(skipped),
       'bottlenecks': dict(bottlenecks),
+      'gate': gate,
   }
 
 
