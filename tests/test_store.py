@@ -204,6 +204,29 @@ def test_a_file_the_machine_cannot_read_is_left_in_place(
       digests(5)), vectors(5))
 
 
+def test_a_full_disk_keeps_the_journal_and_says_so(tmp_path, backbone,
+                                                   monkeypatch):
+  s = open_store(tmp_path, backbone)
+  s.append(digests(3), vectors(3))
+  real = h5py.File
+
+  def full(name, mode='r', **kwargs):
+    if mode == 'w':
+      raise OSError(errno.ENOSPC, "Unable to synchronously create file "
+                    "(unable to open file: name = 'v.h5.tmp1', errno = 28, "
+                    "error message = 'No space left on device')")
+    return real(name, mode, **kwargs)
+  with monkeypatch.context() as patch:
+    patch.setattr(h5py, 'File', full)
+    with pytest.raises(errors.UsageError,
+                       match='Cannot write the bottleneck cache .*No space '
+                       'left on device.*free some space'):
+      s.commit()
+  # The vectors are still in the journal: the next run folds them in.
+  np.testing.assert_array_equal(open_store(tmp_path, backbone).read(
+      digests(3)), vectors(3))
+
+
 @pytest.mark.parametrize('error,code', [(OPEN_EACCES, errno.EACCES),
                                         (OPEN_EIO, errno.EIO)])
 def test_retrain_stops_on_a_cache_it_cannot_read_and_keeps_it(
