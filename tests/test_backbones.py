@@ -1,6 +1,8 @@
 """Tests of backbone loading: TF Hub-style SavedModels, keras: models, errors."""
 
 import hashlib
+import logging
+import re
 import shutil
 import socket
 import sys
@@ -10,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from bottleneck.features import backbones
+from bottleneck.features import hub_sizes
 from bottleneck import errors
 import conftest
 
@@ -37,14 +40,103 @@ def test_hub_style_savedmodel(hub_module, tmp_path):
       backbone.identity)
 
 
-def test_size_of_a_module_that_takes_any_size(tmp_path):
-  for folder, size in (('net_160', 160), ('net', 224)):
-    conftest.save_feature_module(tmp_path / folder, reduce=tf.reduce_max)
-    assert backbones.load_backbone(str(tmp_path / folder)).image_size == (
-        size, size)
+# The input size of a TF Hub-style SavedModel.
+
+
+@pytest.fixture(scope='module')
+def any_size_module(tmp_path_factory):
+  """A feature-vector SavedModel that takes images of any size."""
+  return conftest.save_feature_module(
+      tmp_path_factory.mktemp('any') / 'module', reduce=tf.reduce_max)
+
+
+def test_size_of_a_hub_handle_comes_from_its_family(any_size_module, tmp_path,
+                                                     monkeypatch, caplog):
+  # TF Hub loads a handle from TFHUB_CACHE_DIR/<sha1 of handle>, offline.
+  monkeypatch.setenv('TFHUB_CACHE_DIR', str(tmp_path))
+  caplog.set_level(logging.INFO)
+  for family, size in (('inception_v3', 299), ('resnet_v2_152', 224),
+                       ('mobilenet_v2_100_160', 160)):
+    handle = f'https://tfhub.dev/google/imagenet/{family}/feature_vector/5'
+    shutil.copytree(any_size_module,
+                    tmp_path / hashlib.sha1(handle.encode()).hexdigest())
+    assert backbones.load_backbone(handle).image_size == (size, size), handle
+    assert f'{handle}: input size {size}x{size}, the size of ' in caplog.text
+  assert ("the size of Inception V3 models ('inception_v3' in its name; its "
+          'signature takes any size; --image_size overrides it).'
+          in caplog.text)
+
+
+def test_size_of_a_folder(any_size_module, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  # Named like a handle: its family decides.
+  family = tmp_path / 'efficientnet_v2_imagenet21k_ft1k_s'
+  shutil.copytree(any_size_module, family)
+  assert backbones.load_backbone(str(family)).image_size == (384, 384)
+  assert 'the size of EfficientNetV2 models' in caplog.text
+  # No family, but a size at the end of its name.
+  shutil.copytree(any_size_module, tmp_path / 'net_160')
+  assert backbones.load_backbone(str(tmp_path / 'net_160')).image_size == (
+      160, 160)
+  assert ('net_160: input size 160x160, from the _160 its folder name ends '
+          'in.') in caplog.text
+  # Neither: 224, and the log says it was assumed and how to choose.
+  shutil.copytree(any_size_module, tmp_path / 'net')
+  assumed = backbones.load_backbone(str(tmp_path / 'net'))
+  assert assumed.image_size == (224, 224)
+  assert re.search(r'net: input size 224x224 assumed: .* pass it as '
+                   r'--image_size\.', caplog.text)
   sized = backbones.load_backbone(str(tmp_path / 'net'), image_size=64)
-  assert sized.image_size == (64, 64)
-  assert sized.identity != backbones.load_backbone(str(tmp_path / 'net')).identity
+  assert sized.image_size == (64, 64) and sized.identity != assumed.identity
+  assert 'net: input size 64x64, from --image_size.' in caplog.text
+  # A size fixed by the signature decides, whatever the name says.
+  fixed = conftest.save_feature_module(tmp_path / 'inception_v3', size=64)
+  assert backbones.load_backbone(fixed).image_size == (64, 64)
+  assert f'{fixed}: input size 64x64, from its signature.' in caplog.text
+
+
+@pytest.mark.parametrize('name, size', [
+    ('https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5', 299),
+    ('https://tfhub.dev/google/imagenet/inception_resnet_v2/feature_vector/5',
+     299),
+    ('https://tfhub.dev/google/imagenet/resnet_v2_152/feature_vector/5', 224),
+    ('https://tfhub.dev/google/imagenet/resnet_v1_101/feature_vector/5', 224),
+    ('https://tfhub.dev/google/imagenet/nasnet_large/feature_vector/5', 331),
+    ('https://tfhub.dev/google/imagenet/pnasnet_large/feature_vector/5', 331),
+    ('https://tfhub.dev/google/imagenet/nasnet_mobile/feature_vector/5', 224),
+    ('https://tfhub.dev/tensorflow/efficientnet/b0/feature-vector/1', 224),
+    ('https://tfhub.dev/tensorflow/efficientnet/b3/feature-vector/1', 300),
+    ('https://tfhub.dev/tensorflow/efficientnet/b7/feature-vector/1', 600),
+    ('https://tfhub.dev/tensorflow/efficientnet/lite3/feature-vector/2', 280),
+    ('https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet1k_b2/'
+     'feature_vector/2', 260),
+    ('https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_xl/'
+     'feature_vector/2', 512),
+    ('https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_l/'
+     'feature_vector/2', 480),
+    ('https://www.kaggle.com/models/google/efficientnet-v2/TensorFlow2/'
+     'imagenet21k-m-feature-vector/2', 480),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5',
+     224),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v2_035_96/feature_vector/5',
+     96),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v1_025_128/feature_vector/5',
+     128),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v3_small_075_224/'
+     'feature_vector/5', 224),
+    ('https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/'
+     '130-224-feature-vector/2', 224),
+    ('https://www.kaggle.com/models/google/resnet-v2/TensorFlow2/'
+     '152-feature-vector/2', 224),
+    ('https://tfhub.dev/google/bit/m-r50x1/1', 224),
+    ('/models/imagenet_inception_v3_feature_vector_5', 299),
+    ('https://tfhub.dev/google/imagenet/amoebanet_a_n18_f448/feature_vector/1',
+     None),
+    ('/models/my_net_v2_101', None),
+])
+def test_family_sizes(name, size):
+  found = hub_sizes.family_size(name)
+  assert (found[0] if found else None) == size
 
 
 def test_keras_backbone_with_random_weights_is_seeded():

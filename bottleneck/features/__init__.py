@@ -1,6 +1,7 @@
 """Stage 2, features: pixels -> bottleneck vectors, computed once and cached.
 
   backbones  name or handle -> a frozen feature extractor (one surface)
+  hub_sizes  the input size of a TF Hub-style SavedModel, and its source
   tflite     the LiteRT runtime for .tflite backbones and classifiers
   quantize   a post-training int8 copy of a backbone
   store      the crash-safe HDF5 + journal file of one backbone's vectors

@@ -7,6 +7,7 @@ a function from float32 images in [0, 1] to feature vectors. Three sources:
   * a TF Hub handle or URL, loaded with `hub.load` (honours TFHUB_CACHE_DIR);
   * a local SavedModel folder that follows TF Hub's image feature-vector
     contract (float32 [batch, height, width, 3] in [0, 1] -> [batch, features]);
+    `hub_sizes` chooses the input size of these two;
   * `keras:NAME`, a `keras.applications` model with include_top=False and
     pooling='avg'; weights 'imagenet' (resolved through KERAS_HOME as Keras does),
     'none' (random, seeded) or a weights file.
@@ -21,6 +22,7 @@ import urllib.error
 import tensorflow as tf
 
 from bottleneck import errors
+from bottleneck.features import hub_sizes
 
 KERAS_PREFIX = 'keras:'
 
@@ -44,9 +46,6 @@ KERAS_MODELS = {
     'xception': KerasSpec('Xception', 'xception', 299),
     'densenet121': KerasSpec('DenseNet121', 'densenet', 224),
 }
-# TF Hub's common input size, for modules that accept any size and whose handle
-# does not say (most handles end in _224 or the like, which is used instead).
-_HUB_DEFAULT_SIZE = 224
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +176,7 @@ def _load_savedmodel(name, image_size):
     raise errors.ModelError(
         f'{name} is not callable: it looks like a TF1 Hub module. Use the TF2 '
         'SavedModel version of the feature vector.')
-  size = image_size or _hub_image_size(name, module)
+  size = hub_sizes.input_size(name, module, requested=image_size)
   call_kwargs = {'training': False} if _takes_training(module) else {}
 
   @tf.function(input_signature=[
@@ -196,18 +195,6 @@ def _load_savedmodel(name, image_size):
   return _finish(name, id_name, (size, size),
                  'none: [0, 1] in (TF Hub contract)', module, features,
                  graph + [v.numpy() for v in getattr(module, 'variables', [])])
-
-
-def _hub_image_size(name, module):
-  """The module's fixed input size, else the size its handle names, else 224."""
-  for fn in getattr(module.__call__, 'concrete_functions', []):
-    args = fn.structured_input_signature[0]
-    if args and isinstance(args[0], tf.TensorSpec):
-      shape = args[0].shape
-      if shape.rank == 4 and shape[1] and shape[1] == shape[2]:
-        return int(shape[1])
-  match = re.search(r'_(\d{3})(?:/|$|_)', name)
-  return int(match.group(1)) if match else _HUB_DEFAULT_SIZE
 
 
 def _takes_training(module):
