@@ -2,17 +2,20 @@
 
 import hashlib
 import logging
+import random
 import re
 import shutil
 import socket
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bottleneck.features import backbones
 from bottleneck.features import hub_sizes
+from bottleneck.features import keras_models
 from bottleneck import errors
 import conftest
 
@@ -139,21 +142,47 @@ def test_family_sizes(name, size):
   assert (found[0] if found else None) == size
 
 
+# keras: backbones.
+
+
 def test_keras_backbone_with_random_weights_is_seeded():
-  first = backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
-                                  image_size=64, seed=3)
-  assert first.feature_dim == 1280 and first.image_size == (64, 64)
+  def load(seed):
+    return backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
+                                   image_size=32, seed=seed)
+  first = load(3)
+  assert first.feature_dim == 1280 and first.image_size == (32, 32)
   assert 'mobilenet_v2.preprocess_input' in first.preprocessing
-  again = backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
-                                  image_size=64, seed=3)
-  other = backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
-                                  image_size=64, seed=4)
+  # Whatever the global random state, the seed alone decides the weights.
+  keras.utils.set_random_seed(11)
+  again, other = load(3), load(4)
   assert first.identity == again.identity != other.identity
-  images = np.full((1, 64, 64, 3), 0.5, np.float32)
+  images = np.full((1, 32, 32, 3), 0.5, np.float32)
   np.testing.assert_allclose(first.features(images), again.features(images))
 
 
-@pytest.mark.parametrize('short', sorted(backbones.KERAS_MODELS))
+def _seed_globally(seed):
+  random.seed(seed)
+  np.random.seed(seed)
+  tf.random.set_seed(seed)
+  tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
+
+
+def _next_random_numbers():
+  """The next draws of Python's, NumPy's and TensorFlow's global generators."""
+  return (random.random(), np.random.random(), float(tf.random.uniform([])),
+          float(tf.random.get_global_generator().uniform([])))
+
+
+def test_random_weights_leave_the_global_random_state_alone():
+  _seed_globally(5)
+  expected = _next_random_numbers()
+  _seed_globally(5)
+  backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
+                          image_size=32, seed=0)
+  assert _next_random_numbers() == expected
+
+
+@pytest.mark.parametrize('short', sorted(keras_models.KERAS_MODELS))
 def test_every_keras_backbone_builds_and_gives_vectors(short):
   backbone = backbones.load_backbone(backbones.KERAS_PREFIX + short,
                                      keras_weights='none', image_size=96)
@@ -164,11 +193,16 @@ def test_every_keras_backbone_builds_and_gives_vectors(short):
       vectors).all()
 
 
+# Errors.
+
+
 @pytest.mark.parametrize('name, kwargs, error, message', [
     ('keras:vgg_unknown', {}, errors.UsageError, 'Known keras: backbones'),
     ('keras:mobilenet_v2', {'keras_weights': '/no/such.h5'}, errors.UsageError,
      'imagenet, none or an existing weights file'),
     ('/no/such/module', {}, errors.UsageError, 'existing SavedModel folder'),
+    ('keras:inception_v3', {'image_size': 64}, errors.UsageError,
+     'too small for keras:inception_v3, which takes at least 75x75'),
 ])
 def test_bad_names_are_usage_errors(name, kwargs, error, message):
   with pytest.raises(error, match=message):
@@ -182,6 +216,44 @@ def test_folders_that_are_not_feature_vectors(tmp_path):
   tf.saved_model.save(_FeatureMap(), str(tmp_path / 'map'))
   with pytest.raises(errors.ModelError, match='not one feature vector'):
     backbones.load_backbone(str(tmp_path / 'map'))
+
+
+def _keras_run(tmp_path, backbone, **flag_values):
+  """retrain.py flags for a run with a keras: backbone at 32x32."""
+  conftest.write_photos(tmp_path / 'photos', per_class=3)
+  return dict(image_dir=str(tmp_path / 'photos'), tfhub_module=backbone,
+              image_size=32, how_many_training_steps=1,
+              **conftest.output_flags(tmp_path), **flag_values)
+
+
+def test_unusable_weights_files_end_the_run_with_one_line(tmp_path, capsys):
+  not_h5 = tmp_path / 'text.weights.h5'
+  not_h5.write_text('not weights')
+  # Weights of another model: Keras warns for every layer, then fails.
+  other = keras.applications.MobileNet(include_top=False, weights=None,
+                                       input_shape=(32, 32, 3))
+  other.save_weights(tmp_path / 'mobilenet.weights.h5')
+  for weights, message in ((not_h5, 'file signature not found'),
+                           (tmp_path / 'mobilenet.weights.h5', 'could not be')):
+    capsys.readouterr()
+    code = conftest.run_retrain(**_keras_run(
+        tmp_path, 'keras:mobilenet_v2', keras_weights=str(weights)))
+    err = capsys.readouterr().err
+    assert code == errors.EXIT_MODEL, err
+    assert err.startswith('retrain.py: error: Cannot load --keras_weights '
+                          f'{weights} into keras:mobilenet_v2: '), err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize('bug', [RuntimeError('a bug'),
+                                 AttributeError('a bug')])
+def test_a_bug_while_loading_is_not_a_user_error(tmp_path, monkeypatch, bug):
+  def broken(*args, **kwargs):
+    raise bug
+  monkeypatch.setattr(keras.applications, 'MobileNetV2', broken)
+  with pytest.raises(type(bug), match='a bug'):
+    conftest.run_retrain(**_keras_run(tmp_path, 'keras:mobilenet_v2',
+                                      keras_weights='none'))
 
 
 @pytest.fixture
