@@ -1,7 +1,15 @@
 """The `keras:NAME` backbones: which keras.applications models; building one.
 
 Each is built with include_top=False and pooling='avg', so that it maps images
-to one feature vector each, and is fed `<module>.preprocess_input(255 * image)`.
+to one feature vector each, and is fed `<module>.preprocess_input(255 * image)`
+(see KERAS_MODELS for what that does in each family).
+
+Left out, as too slow for a cache stage on a CPU: the models of over about 20
+GFLOPs per image (EfficientNetV2M and L, NASNetLarge, ConvNeXtLarge and
+XLarge) or of over 10 times MobileNetV2's CPU time in Keras's own table of
+keras.applications (EfficientNetB4 to B7: 308 to 1,579 ms per step against 26).
+The slowest kept, EfficientNetB3, ResNet152 and InceptionResNetV2, take about
+5 times MobileNetV2's. A row in KERAS_MODELS is all one of them would need.
 """
 
 import contextlib
@@ -23,17 +31,46 @@ class KerasSpec:
 
 
 # name: KerasSpec(constructor, preprocess module, native size[, minimum size]).
+# The preprocessing of each family: 'caffe' (RGB -> BGR, ImageNet mean
+# subtracted) for VGG and ResNet; 'tf' (to [-1, 1]) for Inception, Xception,
+# MobileNet V1/V2, ResNet V2 and NASNet; 'torch' (ImageNet mean and std) for
+# DenseNet; none for EfficientNet, EfficientNetV2, MobileNetV3 and ConvNeXt,
+# which normalize inside the model (their preprocess_input returns its input).
 KERAS_MODELS = {
     'mobilenet': KerasSpec('MobileNet', 'mobilenet', 224),
     'mobilenet_v2': KerasSpec('MobileNetV2', 'mobilenet_v2', 224),
     'mobilenet_v3_small': KerasSpec('MobileNetV3Small', 'mobilenet_v3', 224),
     'mobilenet_v3_large': KerasSpec('MobileNetV3Large', 'mobilenet_v3', 224),
     'efficientnet_b0': KerasSpec('EfficientNetB0', 'efficientnet', 224),
+    'efficientnet_b1': KerasSpec('EfficientNetB1', 'efficientnet', 240),
+    'efficientnet_b2': KerasSpec('EfficientNetB2', 'efficientnet', 260),
+    'efficientnet_b3': KerasSpec('EfficientNetB3', 'efficientnet', 300),
     'efficientnetv2_b0': KerasSpec('EfficientNetV2B0', 'efficientnet_v2', 224),
+    'efficientnetv2_b1': KerasSpec('EfficientNetV2B1', 'efficientnet_v2', 240),
+    'efficientnetv2_b2': KerasSpec('EfficientNetV2B2', 'efficientnet_v2', 260),
+    'efficientnetv2_b3': KerasSpec('EfficientNetV2B3', 'efficientnet_v2', 300),
+    'efficientnetv2_s': KerasSpec('EfficientNetV2S', 'efficientnet_v2', 384),
     'inception_v3': KerasSpec('InceptionV3', 'inception_v3', 299, 75),
-    'resnet50': KerasSpec('ResNet50', 'resnet50', 224),
+    'inception_resnet_v2': KerasSpec('InceptionResNetV2', 'inception_resnet_v2',
+                                     299, 75),
     'xception': KerasSpec('Xception', 'xception', 299, 71),
+    # keras.applications.resnet50 is keras.applications.resnet; keras:resnet50
+    # keeps the name its cache identity was first computed with.
+    'resnet50': KerasSpec('ResNet50', 'resnet50', 224),
+    'resnet101': KerasSpec('ResNet101', 'resnet', 224),
+    'resnet152': KerasSpec('ResNet152', 'resnet', 224),
+    'resnet50_v2': KerasSpec('ResNet50V2', 'resnet_v2', 224),
+    'resnet101_v2': KerasSpec('ResNet101V2', 'resnet_v2', 224),
+    'resnet152_v2': KerasSpec('ResNet152V2', 'resnet_v2', 224),
+    'vgg16': KerasSpec('VGG16', 'vgg16', 224),
+    'vgg19': KerasSpec('VGG19', 'vgg19', 224),
     'densenet121': KerasSpec('DenseNet121', 'densenet', 224),
+    'densenet169': KerasSpec('DenseNet169', 'densenet', 224),
+    'densenet201': KerasSpec('DenseNet201', 'densenet', 224),
+    'convnext_tiny': KerasSpec('ConvNeXtTiny', 'convnext', 224),
+    'convnext_small': KerasSpec('ConvNeXtSmall', 'convnext', 224),
+    'convnext_base': KerasSpec('ConvNeXtBase', 'convnext', 224),
+    'nasnet_mobile': KerasSpec('NASNetMobile', 'nasnet', 224),
 }
 
 
