@@ -85,7 +85,7 @@ def signature_size(module):
   """The square input size the module's signature fixes, or None.
 
   Looks at the first argument of each traced `__call__`, then at the inputs of
-  its signatures (`module.signatures`): the first float image spec [batch,
+  its signatures (`module.signatures`): the first image spec [batch,
   size, size, channels] with a known size decides.
   """
   specs = []
