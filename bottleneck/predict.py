@@ -93,6 +93,7 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
     errors.ModelError: a file is missing or not what it should be.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
   try:
     with open(graph_path, 'rb') as f:
       graph_def = tf.compat.v1.GraphDef.FromString(f.read())
@@ -100,7 +101,7 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
       labels = formats.labels_from_bytes(f.read())
   except OSError as e:
     raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
-  except Exception as e:  # protobuf's DecodeError has no common base with OSError.
+  except message.DecodeError as e:
     raise errors.ModelError(f'{graph_path} is not a frozen GraphDef: {e}') from e
 
   def imports():
