@@ -95,6 +95,12 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
   shutil.copytree(model, tmp_path / 'half')
   shutil.rmtree(tmp_path / 'half' / 'variables')
   (tmp_path / 'noise.pb').write_bytes(bytes(range(256)) * 4)
+  shutil.copytree(model, tmp_path / 'truncated')
+  for data in (tmp_path / 'truncated' / 'variables').glob('variables.data*'):
+    data.write_bytes(data.read_bytes()[:100])
+  shutil.copytree(model, tmp_path / 'no_labels')
+  meta = tmp_path / 'no_labels' / 'assets' / 'bottleneck.json'
+  meta.write_text(meta.read_text().replace('"labels"', '"not_labels"'))
   cases = [
       (dict(image=str(tmp_path / 'missing.jpg'), saved_model_dir=model),
        errors.EXIT_NO_DATA, 'No image found'),
@@ -110,6 +116,12 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
        errors.EXIT_MODEL, 'exported by a newer version (format 99)'),
       (dict(image=photos['red'][0], saved_model_dir=str(tmp_path / 'half')),
        errors.EXIT_MODEL, 'variables/variables.index missing'),
+      (dict(image=photos['red'][0],
+            saved_model_dir=str(tmp_path / 'truncated')),
+       errors.EXIT_MODEL, 'Cannot load the model in'),
+      (dict(image=photos['red'][0],
+            saved_model_dir=str(tmp_path / 'no_labels')),
+       errors.EXIT_MODEL, "has no 'labels'"),
       (dict(image=photos['red'][0], graph=outputs['output_graph'],
             labels=str(tmp_path / 'wrong_labels.txt')),
        errors.EXIT_MODEL, 'gives 3 classes but its labels file has 2'),
