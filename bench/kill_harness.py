@@ -324,7 +324,7 @@ def default_plan(trials):
 
 def _computed(stderr):
   """The 'computed N' count of a run's Bottlenecks line; None if none."""
-  found = re.search(r'Bottlenecks: reused [\d,]+, computed ([\d,]+)', stderr)
+  found = re.search(r'Bottlenecks: .*?computed ([\d,]+)', stderr)
   return int(found.group(1).replace(',', '')) if found else None
 
 
