@@ -1,8 +1,11 @@
 """The `keras:NAME` backbones: which keras.applications models; building one.
 
 Each is built with include_top=False and pooling='avg', so that it maps images
-to one feature vector each, and is fed `<module>.preprocess_input(255 * image)`
-(see KERAS_MODELS for what that does in each family).
+to one feature vector each, or without pooling and then cut to several layers,
+each pooled, concatenated (`pooled_layers`; AUTO_LAYERS has the set of each
+model for --bottleneck_layers auto). It is fed
+`<module>.preprocess_input(255 * image)` (see KERAS_MODELS for what that does
+in each family).
 
 Left out, as too slow for a cache stage on a CPU: the models of over about 20
 GFLOPs per image (EfficientNetV2M and L, NASNetLarge, ConvNeXtLarge and
