@@ -33,6 +33,12 @@ flags.DEFINE_string(
     'keras_weights', _D['keras_weights'],
     'Weights of a keras: backbone: imagenet (through KERAS_HOME), none, or the '
     'path of a weights file.')
+flags.DEFINE_string(
+    'bottleneck_layers', _D['bottleneck_layers'],
+    'Layers of the backbone whose globally averaged outputs are concatenated '
+    'into the bottleneck vector: auto (a set of late layers for each keras: '
+    'backbone, see README.md), last (the final layer alone; the only choice '
+    'of a TF Hub or SavedModel backbone), or layer names separated by commas.')
 flags.DEFINE_enum(
     'backbone_precision', _D['backbone_precision'], config.PRECISIONS,
     'float32: the cache stage runs the backbone in TensorFlow. int8: it runs a '

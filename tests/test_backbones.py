@@ -187,14 +187,89 @@ def test_random_weights_leave_the_global_random_state_alone():
 def test_every_keras_backbone_builds_and_gives_vectors(short):
   # At its smallest input size, and called eagerly: tracing each model in a
   # tf.function, as load_backbone does, would double the time of this test.
+  # Built with its auto layers, which proves that each of them exists.
   spec = keras_models.KERAS_MODELS[short]
+  layers = keras_models.AUTO_LAYERS[short]
   model, preprocess_input = keras_models.build(
-      short, spec, weights=None, size=spec.min_size, seed=0)
+      f'keras:{short}', spec, weights=None, size=spec.min_size, seed=0,
+      layers=layers)
+  assert len(layers) == 3 and len(model.outputs) == 1
   images = np.random.default_rng(0).random(
       (2, spec.min_size, spec.min_size, 3), np.float32)
   vectors = model(preprocess_input(images * 255.0), training=False).numpy()
   assert vectors.shape == (2, model.output_shape[-1])
   assert np.isfinite(vectors).all()
+
+
+def test_every_keras_backbone_has_auto_layers():
+  assert list(keras_models.AUTO_LAYERS) == list(keras_models.KERAS_MODELS)
+
+
+def _mobilenet_v2(layers):
+  return backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
+                                 image_size=32, seed=0, layers=layers)
+
+
+def test_layers_are_pooled_concatenated_and_part_of_the_identity():
+  last, auto = _mobilenet_v2('last'), _mobilenet_v2('auto')
+  # The identity of the last layer alone is the one computed before layers
+  # could be chosen: the caches of earlier runs stay valid.
+  assert last.identity == (
+      '2caa8c9b322ee77292798d54f6a890b57547f0f60ea1ef4eb14d5385e158f1dc')
+  assert last.layers == () and last.feature_dim == 1280
+  assert auto.layers == ('block_13_expand_relu', 'block_16_project_BN',
+                         'out_relu')
+  assert auto.feature_dim == 576 + 320 + 1280
+  two = _mobilenet_v2(' block_16_project_BN , out_relu')
+  assert two.layers == ('block_16_project_BN', 'out_relu')
+  assert len({last.identity, auto.identity, two.identity}) == 3
+  images = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+  # The same forward pass: the last 1280 features are the last layer's.
+  np.testing.assert_allclose(auto.features(images)[:, -1280:],
+                             last.features(images), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(two.features(images),
+                             auto.features(images)[:, 576:], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_a_layer_without_height_and_width_is_used_as_it_is():
+  # EfficientNet's squeeze-and-excitation pools to [batch, channels] itself.
+  backbone = backbones.load_backbone(
+      'keras:efficientnet_b0', keras_weights='none', image_size=32,
+      layers='block6a_se_squeeze,top_activation')
+  assert backbone.feature_dim == 672 + 1280
+
+
+@pytest.mark.parametrize('layers, message', [
+    ('block_13_expand_relu,no_such_layer', "has no layer 'no_such_layer'. "
+     'Layers near its end: .*out_relu; its auto set: block_13_expand_relu'),
+    ('out_relu,out_relu', 'a layer is named twice'),
+    ('auto,out_relu', 'pass auto, last, or layer names'),
+    (' , ', 'pass auto, last, or layer names'),
+])
+def test_bad_layer_names_are_usage_errors(layers, message):
+  with pytest.raises(errors.UsageError, match=message):
+    _mobilenet_v2(layers)
+
+
+def test_auto_without_a_layer_set_uses_the_last_layer(monkeypatch, caplog):
+  monkeypatch.delitem(keras_models.AUTO_LAYERS, 'mobilenet_v2')
+  caplog.set_level(logging.INFO)
+  backbone = _mobilenet_v2('auto')
+  assert backbone.layers == () and backbone.identity == _mobilenet_v2(
+      'last').identity
+  assert 'no layer set is known for keras:mobilenet_v2' in caplog.text
+
+
+@pytest.mark.parametrize('layers', ['auto', 'block_13_expand_relu,out_relu'])
+def test_a_savedmodel_gives_its_last_layer_and_says_so(hub_module, caplog,
+                                                       layers):
+  caplog.set_level(logging.INFO)
+  backbone = backbones.load_backbone(hub_module, layers=layers)
+  assert backbone.feature_dim == 3 and backbone.layers == ()
+  assert backbone.identity == backbones.load_backbone(hub_module).identity
+  lines = [r for r in caplog.records if 'exposes only its' in r.getMessage()]
+  assert len(lines) == 1
 
 
 def test_keras_backbones_take_their_own_preprocessing():

@@ -109,6 +109,68 @@ def test_int8_classifier_computes_the_cached_int8_features(int8_run):
   np.testing.assert_allclose(model.classify(pixels), expected, atol=1e-5)
 
 
+LAYERS = 'block_13_expand_relu,block_16_project_BN,out_relu'
+# Random weights would do, but their pooled features barely differ between
+# photos, so the head would predict alike whatever the features.
+WEIGHTS = os.path.join(conftest.SHARED_DATA, 'weights',
+                       'mobilenet_v2_1.0_224_no_top.weights.h5')
+
+
+@pytest.mark.skipif(not os.path.isfile(WEIGHTS), reason=f'no {WEIGHTS}')
+def test_every_form_computes_the_features_of_several_layers(tmp_path):
+  # An int8 run writes every form: the SavedModel and the frozen graph run
+  # the float backbone, one .tflite each backbone.
+  conftest.write_photos(tmp_path / 'photos', per_class=8)
+  flags = dict(image_dir=str(tmp_path / 'photos'),
+               tfhub_module='keras:mobilenet_v2', keras_weights=WEIGHTS,
+               image_size=64, bottleneck_layers=LAYERS,
+               backbone_precision='int8', how_many_training_steps=10,
+               **conftest.output_flags(tmp_path), **tflite_flags(tmp_path))
+  assert conftest.run_retrain(**flags) == 0
+  metrics = read_json(os.path.join(flags['saved_model_dir'],
+                                   release.METRICS_FILE))
+  assert metrics['backbone']['layers'] == LAYERS.split(',')
+  assert metrics['backbone']['feature_dim'] == 576 + 320 + 1280
+  assert set(metrics['exports']) == {'saved_model', 'frozen_graph',
+                                     'tflite_float32', 'tflite_int8'}
+
+  float_backbone = backbones.load_backbone(
+      'keras:mobilenet_v2', keras_weights=WEIGHTS, image_size=64,
+      layers=LAYERS)
+  int8 = quantize.int8_backbone(float_backbone, flags['bottleneck_dir'],
+                                calibration=lambda: pytest.fail('converted'))
+  exported = tf.saved_model.load(flags['saved_model_dir'])
+  weights = exported.head_weights.numpy()
+  biases = exported.head_biases.numpy()
+
+  def head(features):
+    return tf.nn.softmax(np.asarray(features) @ weights + biases).numpy()
+
+  pixels = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), np.uint8)
+  images = pixels.astype(np.float32) / 255
+  expected = head(float_backbone.features(images))
+  # Neither uniform nor saturated, so that a small difference would show.
+  assert 0.05 < np.ptp(expected, axis=1).min() <= np.ptp(expected).max() < 0.95
+  forms = {
+      'SavedModel images': predict.load_saved_model(
+          flags['saved_model_dir']).classify(images),
+      'SavedModel bytes': exported.signatures['serving_default'](
+          image_bytes=tf.constant([tf.io.encode_png(p).numpy()
+                                   for p in pixels]))['probabilities'].numpy(),
+      'frozen graph': predict.load_frozen_graph(
+          flags['output_graph'], flags['output_labels']).classify(images),
+      'TFLite float32': predict.load_tflite(
+          flags['tflite_output_file']).classify(images),
+  }
+  for form, probabilities in forms.items():
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4,
+                               err_msg=form)
+  np.testing.assert_allclose(
+      predict.load_tflite(flags['tflite_int8_output_file']).classify(images),
+      head(int8.features(images)), atol=1e-5)
+  assert int8.feature_dim == float_backbone.feature_dim
+
+
 def test_second_int8_run_converts_nothing_and_keeps_vectors_apart(
     int8_run, caplog):
   flags, _, _ = int8_run

@@ -12,6 +12,11 @@ a function from float32 images in [0, 1] to feature vectors. Three sources:
     pooling='avg' (the table is in `keras_models`); weights 'imagenet'
     (resolved through KERAS_HOME as Keras does), 'none' (random, seeded) or a
     weights file.
+
+Layers (--bottleneck_layers): 'last' is the global average of the final
+layer, the only vector a SavedModel exposes; a keras: backbone can also give
+several layers of the same forward pass, each pooled, concatenated ('auto':
+its set in `keras_models.AUTO_LAYERS`; or a comma-separated list of names).
 """
 
 import dataclasses
@@ -19,6 +24,7 @@ import hashlib
 import os
 import urllib.error
 
+from absl import logging
 import tensorflow as tf
 
 from bottleneck import errors
@@ -46,6 +52,8 @@ class Backbone:
       float32 backbones; a `tflite.Runner` returning numpy for int8 ones).
     precision: 'float32', or 'int8' for a quantized copy (see `quantize`).
     tflite_model: bytes of the .tflite model that `features` runs, for int8.
+    layers: tuple of the layer names whose pooled outputs `features`
+      concatenates; () for the last vector alone.
   """
   name: str
   image_size: tuple
@@ -56,9 +64,11 @@ class Backbone:
   features: object
   precision: str = 'float32'
   tflite_model: bytes = None
+  layers: tuple = ()
 
 
-def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0):
+def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0,
+                  layers='last'):
   """Loads a backbone by name; see the module docstring for the kinds of name.
 
   Args:
@@ -68,22 +78,45 @@ def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0):
     seed: seeds random weights for keras_weights='none', so that two runs build
       the same backbone (and share the cache). Python's, NumPy's and
       TensorFlow's global random state are left as they were.
+    layers: 'last', 'auto' or comma-separated layer names (see the module
+      docstring); a SavedModel always gives 'last', and logs so otherwise.
 
   Returns:
     A `Backbone`.
 
   Raises:
     errors.UsageError: unknown keras name, missing weights file or folder, an
-      image_size too small for the keras model.
+      image_size too small for the keras model, a layer it does not have.
     errors.ModelError: the backbone cannot be downloaded or loaded, or does not
       follow the feature-vector contract.
   """
+  names = tuple(n.strip() for n in layers.split(',') if n.strip())
+  if not names or (len(names) > 1 and {'auto', 'last'} & set(names)):
+    raise errors.UsageError(
+        f'--bottleneck_layers {layers!r}: pass auto, last, or layer names '
+        'separated by commas.')
   if name.startswith(KERAS_PREFIX):
-    return _load_keras(name, keras_weights, image_size, seed)
+    return _load_keras(name, keras_weights, image_size, seed, names)
+  if names != ('last',):
+    logging.info('--bottleneck_layers %s: %s exposes only its feature vector; '
+                 'using its last layer.', layers, name)
   return _load_savedmodel(name, image_size)
 
 
-def _load_keras(name, weights, image_size, seed):
+def _keras_layers(name, names):
+  """The layers of `names` (from load_backbone) for keras:NAME; () for last."""
+  if names == ('last',):
+    return ()
+  if names != ('auto',):
+    return names
+  table = keras_models.AUTO_LAYERS.get(name[len(KERAS_PREFIX):])
+  if not table:
+    logging.info('--bottleneck_layers auto: no layer set is known for %s; '
+                 'using its last layer.', name)
+  return tuple(table or ())
+
+
+def _load_keras(name, weights, image_size, seed, names):
   short = name[len(KERAS_PREFIX):]
   if short not in keras_models.KERAS_MODELS:
     raise errors.UsageError(
@@ -103,8 +136,10 @@ def _load_keras(name, weights, image_size, seed):
     raise errors.UsageError(
         f'--keras_weights {weights!r} is not imagenet, none or an existing '
         'weights file.')
+  layers = _keras_layers(name, names)
   model, preprocess_input = keras_models.build(
-      name, spec, weights=weights_arg, size=size, seed=seed)
+      name, spec, weights=weights_arg, size=size, seed=seed,
+      layers=layers or None)
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, size, size, 3], tf.float32)])
@@ -113,8 +148,12 @@ def _load_keras(name, weights, image_size, seed):
 
   preprocessing = (f'keras.applications.{spec.preprocess_module}.'
                    'preprocess_input(255 * image)')
-  return _finish(name, name, (size, size), preprocessing, model, features,
-                 [v.numpy() for v in model.weights])
+  # The last vector alone keeps the identity it had before layers could be
+  # chosen, so that caches written then stay valid.
+  id_name = f'{name} layers={",".join(layers)}' if layers else name
+  return dataclasses.replace(
+      _finish(name, id_name, (size, size), preprocessing, model, features,
+              [v.numpy() for v in model.weights]), layers=layers)
 
 
 def _load_savedmodel(name, image_size):

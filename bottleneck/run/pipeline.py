@@ -96,10 +96,13 @@ def _retrain(config, outputs, start):
   labels, photos = images.find_photos(config.image_dir)
   float_backbone = backbones.load_backbone(
       config.tfhub_module, keras_weights=config.keras_weights,
-      image_size=config.image_size, seed=config.random_seed)
-  logging.info('Backbone %s: input %dx%d, %d features, preprocessing %s.',
+      image_size=config.image_size, seed=config.random_seed,
+      layers=config.bottleneck_layers)
+  logging.info('Backbone %s: input %dx%d, %d features (%s), preprocessing %s.',
                float_backbone.name, *float_backbone.image_size,
-               float_backbone.feature_dim, float_backbone.preprocessing)
+               float_backbone.feature_dim,
+               ', '.join(float_backbone.layers) or 'last layer',
+               float_backbone.preprocessing)
   lap('list_and_load')
   photos, unreadable = images.digest_photos(photos)
   int8_backbone = _int8_backbone(config, float_backbone, photos)
