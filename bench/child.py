@@ -10,12 +10,14 @@ import sys
 
 from bottleneck.run import cli  # pylint: disable=unused-import  (TF log level)
 from bench import measure
+from bottleneck import config
 from bottleneck.features import backbones
 
 
 def main(argv):
   folder, bottleneck_dir, name, weights = argv[1:]
-  backbone = backbones.load_backbone(name, keras_weights=weights)
+  backbone = backbones.load_backbone(name, keras_weights=weights,
+                                     layers=config.DEFAULT_LAYERS)
   seconds, _, result = measure.cache_stage(folder, backbone, bottleneck_dir)
   print(json.dumps({'seconds': seconds, 'photos': len(result.photos),
                     'computed': result.computed,

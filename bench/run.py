@@ -118,7 +118,10 @@ def main(argv):
   started = time.monotonic()
   cores = measure.cores()
   fresh('caches')
-  backbone = backbones.load_backbone(BACKBONE, keras_weights=FLAGS.weights)
+  # The layers retrain.py pools by default, so that the in-process figures
+  # and the whole-run ones measure the same features.
+  backbone = backbones.load_backbone(BACKBONE, keras_weights=FLAGS.weights,
+                                     layers=config.DEFAULT_LAYERS)
   flowers_dir, labels, flowers = load_flowers()
   split = images.split_photos(flowers, testing_percentage=10,
                               validation_percentage=10)
@@ -282,7 +285,9 @@ def main(argv):
   table.memory(f'cache stage peak RSS, {FLAGS.many:,} photos',
                memory[FLAGS.many], memory[FLAGS.few])
 
-  table.print(machine=report.machine(cores), seconds=time.monotonic() - started)
+  table.print(machine=f'{report.machine(cores)}; {BACKBONE}, layers '
+              f'{", ".join(backbone.layers) or "last"}',
+              seconds=time.monotonic() - started)
 
 
 if __name__ == '__main__':
