@@ -47,7 +47,7 @@ flags.DEFINE_float('testing_percentage', _D['testing_percentage'],
 flags.DEFINE_float(
     'validation_percentage', _D['validation_percentage'],
     'Percentage of photos used for validation during training (the standard '
-    'head chooses its L2 strength on them, then trains on them too).')
+    'head chooses its L2 strength on them).')
 flags.DEFINE_enum(
     'head_recipe', _D['head_recipe'], config.HEAD_RECIPES,
     'How the softmax head is trained. standard: on standardized features, '
