@@ -115,7 +115,7 @@ flags.DEFINE_float(
 flags.DEFINE_bool(
     'promote_if_better', _D['promote_if_better'],
     'Quality gate: publish only if the new model does at least as well as the '
-    'model in place on this run\'s test photos (exit code 5 otherwise).')
+    'model in place on this run\'s validation photos (exit code 5 otherwise).')
 
 FLAGS = flags.FLAGS
 

@@ -77,7 +77,7 @@ BASE = dict(tfhub_module='keras:mobilenet_v2', summaries_dir='')
 def main(argv):
   del argv
   start = time.perf_counter()
-  print(report.machine(), flush=True)
+  print(report.machine(measure.cores()), flush=True)
   features = {}  # Feature fields -> (cache seconds, photos, vectors).
   rows = []
   for name, changes in CONFIGURATIONS:

@@ -16,7 +16,7 @@ from bottleneck.features import backbones
 def main(argv):
   folder, bottleneck_dir, name, weights = argv[1:]
   backbone = backbones.load_backbone(name, keras_weights=weights)
-  seconds, result = measure.cache_stage(folder, backbone, bottleneck_dir)
+  seconds, _, result = measure.cache_stage(folder, backbone, bottleneck_dir)
   print(json.dumps({'seconds': seconds, 'photos': len(result.photos),
                     'computed': result.computed,
                     'peak_rss_bytes': measure.peak_rss_bytes()}))

@@ -18,11 +18,22 @@ Every fifth trial also damages the HDF5 cache before the recovery run (cut in
 half, or one random byte flipped), which must be detected, set aside and
 rebuilt, unless the flipped byte lies where the file keeps nothing it reads
 (the file then reads back exactly as before).
-tests/test_kill_harness.py runs a few trials in CI.
+
+`run_trials(plan=...)` chooses each trial's kind instead, as 'KILL' or
+'KILL+DAMAGE': KILL is a stage (killed at a random moment of it) or 'journal'
+(killed as soon as its journal holds two vectors: mid cache stage, with
+vectors written and not yet folded into the HDF5 file); DAMAGE is 'cut',
+'flip', 'flip_chunk' (a byte inside a chunk of vectors, which the file's
+Fletcher-32 sums must catch) or, after a journal kill, 'tear' (the journal cut
+inside its last record, as a kill inside write() leaves it: the recovery must
+keep the records before it and compute the rest). Every damage but a random
+'flip' must really change what the file reads and must be caught.
+tests/test_kill_harness.py runs a few trials of a fixed plan in CI.
 """
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +65,8 @@ STAGES = {'cache': 'Backbone ', 'training': 'Photos: ',
           'export': 'Final test accuracy'}
 CLASSES = ('red', 'green', 'blue')
 SIZE = 96
+# Journal records the store must hold before a 'journal' trial kills the run.
+JOURNAL_RECORDS = 2
 
 
 def make_backbone(path):
@@ -111,6 +124,13 @@ class Harness:
                   f'--output_graph={self.graph}', '--summaries_dir=',
                   '--how_many_training_steps=3000', '--learning_rate=0.5']
     self.reference = {}  # digest -> vector computed afresh.
+    # The journal beside the HDF5 file, and its layout (see store): a header,
+    # then records of magic, digest, float32 vector and CRC-32.
+    self.journal = os.path.splitext(
+        cache.cache_path(self.cache_dir, self.backbone))[0] + '.journal'
+    magic = store._HEADER_MAGIC  # pylint: disable=protected-access
+    self.journal_header = len(magic) + len(self.backbone.identity)
+    self.journal_record = 4 + 32 + 4 * self.backbone.feature_dim + 4
 
   def start(self):
     return subprocess.Popen([sys.executable, 'retrain.py', *self.flags],
@@ -147,6 +167,45 @@ class Harness:
     if timer:
       timer.cancel()
     return code == -signal.SIGKILL
+
+  def killed_in_journal(self):
+    """Starts retrain.py; kills it once its journal holds JOURNAL_RECORDS.
+
+    Returns:
+      The number of whole records the killed run left in its journal; 0 if
+      it ended first.
+    """
+    assert not os.path.exists(self.journal), 'a journal left from before'
+    proc = self.start()
+    want = self.journal_header + JOURNAL_RECORDS * self.journal_record
+
+    def kill_once_written():
+      while proc.poll() is None:
+        if (os.path.exists(self.journal) and
+            os.path.getsize(self.journal) >= want):
+          proc.send_signal(signal.SIGKILL)
+          return
+        time.sleep(0.001)
+
+    watcher = threading.Thread(target=kill_once_written)
+    watcher.start()
+    for _ in proc.stderr:  # Drained, so that the run never blocks on it.
+      pass
+    code = proc.wait()
+    watcher.join()
+    if code != -signal.SIGKILL or not os.path.exists(self.journal):
+      return 0
+    return ((os.path.getsize(self.journal) - self.journal_header)
+            // self.journal_record)
+
+  def tear_journal(self):
+    """Cuts the journal inside its last whole record; returns records kept."""
+    whole = ((os.path.getsize(self.journal) - self.journal_header)
+             // self.journal_record)
+    with open(self.journal, 'r+b') as f:
+      f.truncate(self.journal_header + (whole - 1) * self.journal_record
+                 + self.journal_record // 2)
+    return whole - 1
 
   def check_cache(self, *, complete=False):
     """Problems with a copy of the cache as the killed run left it.
@@ -198,8 +257,12 @@ class Harness:
       problems.append(f'published model lost or unreadable: {e}')
     return problems
 
-  def damage_cache(self, trial):
-    """Cuts the HDF5 file in half or flips one random byte of it.
+  def damage_cache(self, how):
+    """Damages the HDF5 file.
+
+    Args:
+      how: 'cut' (in half), 'flip' (one random byte) or 'flip_chunk' (one
+        random byte of a random chunk of vectors).
 
     Returns:
       The undamaged file's contents {name: array or attribute}, or None if
@@ -209,14 +272,23 @@ class Harness:
     if not os.path.exists(path):
       return None
     before = _h5_contents(path)
-    with open(path, 'r+b') as f:
-      if trial % 2:
+    if how == 'cut':
+      with open(path, 'r+b') as f:
         f.truncate(os.path.getsize(path) // 2)
-      else:
-        f.seek(self.random.randrange(os.path.getsize(path)))
-        byte = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([byte[0] ^ 0xff]))
+      return before
+    if how == 'flip_chunk':
+      with h5py.File(path, 'r') as f:
+        chunks = f['vectors'].id
+        chunk = chunks.get_chunk_info(
+            self.random.randrange(chunks.get_num_chunks()))
+      at = chunk.byte_offset + self.random.randrange(chunk.size)
+    else:
+      at = self.random.randrange(os.path.getsize(path))
+    with open(path, 'r+b') as f:
+      f.seek(at)
+      byte = f.read(1)
+      f.seek(-1, 1)
+      f.write(bytes([byte[0] ^ 0xff]))
     return before
 
   def recover(self):
@@ -239,8 +311,38 @@ def _h5_contents(path):
     return None
 
 
-def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print):
-  """Runs the trials; returns a dict of counts (see `main` for its use)."""
+def default_plan(trials):
+  """Each stage in turn; every fifth trial also cuts or flips the HDF5 file."""
+  plan = []
+  for trial in range(trials):
+    kind = list(STAGES)[trial % len(STAGES)]  # Each stage as often.
+    if trial % 5 == 4:
+      kind += '+cut' if trial % 2 else '+flip'
+    plan.append(kind)
+  return plan
+
+
+def _computed(stderr):
+  """The 'computed N' count of a run's Bottlenecks line; None if none."""
+  found = re.search(r'Bottlenecks: reused [\d,]+, computed ([\d,]+)', stderr)
+  return int(found.group(1).replace(',', '')) if found else None
+
+
+def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print,
+               plan=None):
+  """Runs the trials; returns a dict of counts (see `main` for its use).
+
+  Args:
+    trials: how many.
+    work_dir: an empty folder.
+    seed: seed of the photos, moments and damage.
+    photos_per_trial: new photos before each trial's run.
+    log: called with a line per trial.
+    plan: the kind of each trial ('KILL' or 'KILL+DAMAGE', see the module
+      docstring); default_plan(trials) if None.
+  """
+  plan = default_plan(trials) if plan is None else plan
+  assert len(plan) == trials, (trials, plan)
   harness = Harness(work_dir, seed)
   add_photos(harness.photos, 300, harness.rng)
   durations = harness.calibrate()
@@ -248,28 +350,58 @@ def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print):
       f'{stage} {seconds:.1f}' for stage, seconds in durations.items()))
   counts = dict(trials=0, killed=0, corrupted_caches=0, lost_models=0,
                 failed_recoveries=0, damage_detected=0, damage_harmless=0,
-                damaged=0)
-  for trial in range(trials):
+                damaged=0, journal_kills=0)
+  for trial, kind in enumerate(plan):
+    stage, _, damage = kind.partition('+')
     add_photos(harness.photos, photos_per_trial, harness.rng)
-    stage = list(STAGES)[trial % len(STAGES)]  # Each stage as often.
-    delay = harness.random.uniform(0, durations[stage])
-    killed = harness.killed_run(stage, delay)
-    problems = harness.check_cache()
-    counts['corrupted_caches'] += bool(problems)
+    problems = []
+    if stage == 'journal':
+      delay = 0
+      records = harness.killed_in_journal()
+      killed = records > 0
+      if killed:
+        counts['journal_kills'] += 1
+      else:
+        problems.append('the run ended before its journal held '
+                        f'{JOURNAL_RECORDS} vectors')
+    else:
+      delay = harness.random.uniform(0, durations[stage])
+      killed = harness.killed_run(stage, delay)
+    cache_problems = harness.check_cache()
+    counts['corrupted_caches'] += bool(cache_problems)
     model_problems = harness.check_model()
     counts['lost_models'] += bool(model_problems)
-    problems += model_problems
-    before = harness.damage_cache(trial) if trial % 5 == 4 else None
-    damaged = before is not None
+    problems += cache_problems + model_problems
+    before = kept = None
+    if damage == 'tear' and killed:
+      kept = harness.tear_journal()
+    elif damage in ('cut', 'flip', 'flip_chunk'):
+      before = harness.damage_cache(damage)
+    elif damage:
+      problems.append(f'cannot {damage} after this run')
+    damaged = before is not None or kept is not None
     path = cache.cache_path(harness.cache_dir, harness.backbone)
-    unchanged = damaged and _h5_contents(path) == before
+    read_back = _h5_contents(path) if before is not None else None
+    unreadable = before is not None and read_back is None
+    unchanged = before is not None and read_back == before
     code, stderr = harness.recover()
     if damaged:
       counts['damaged'] += 1
-      if 'is damaged' in stderr:
+      if kept is not None:
+        # Caught if the records before the cut were kept and only the rest
+        # of this trial's photos computed again.
+        if _computed(stderr) == photos_per_trial - kept:
+          counts['damage_detected'] += 1
+        else:
+          problems.append(f'the journal kept {kept} of this trial\'s '
+                          f'{photos_per_trial} vectors, but the recovery '
+                          f'computed {_computed(stderr)}')
+      elif 'is damaged' in stderr and (unreadable or damage == 'flip'):
         counts['damage_detected'] += 1
-      elif unchanged:  # The flipped byte was in space the file does not use.
+      elif unchanged and damage == 'flip':  # A byte the file does not use.
         counts['damage_harmless'] += 1
+      elif not unreadable and damage != 'flip':
+        problems.append(f'{damage} left the cache file readable')
       else:
         problems.append('damaged cache file not detected')
     after = harness.check_cache(complete=True) + harness.check_model()
@@ -279,8 +411,10 @@ def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print):
                       f'last lines: {stderr[-1500:] if code else ""}')
     counts['trials'] += 1
     counts['killed'] += killed
+    moment = ('once its journal held vectors' if stage == 'journal' else
+              f'{delay:.2f} s into {stage}')
     log(f'trial {trial + 1:2d}: {"killed" if killed else "ended first"} '
-        f'{delay:.2f} s into {stage}{", cache damaged" if damaged else ""}: '
+        f'{moment}{f", then {damage}" if damaged else ""}: '
         + ('; '.join(problems) if problems else 'ok'))
   return counts
 

@@ -77,8 +77,13 @@ class Table:
     sys.stdout.flush()
 
 
-def machine():
-  """'<CPU model>, N cores, M GiB, Python x, TensorFlow y'."""
+def machine(cores):
+  """'<CPU model>, N cores, M GiB, Python x, TensorFlow y'.
+
+  Args:
+    cores: the cores the benchmark may run on (its CPU affinity); if the
+      machine has more, '(of M)' follows.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   model = platform.processor() or 'unknown CPU'
   try:
@@ -88,5 +93,6 @@ def machine():
   except (OSError, StopIteration):
     pass
   memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
-  return (f'{model}, {os.cpu_count()} cores, {memory:.0f} GiB, Python '
+  of = '' if os.cpu_count() == cores else f' (of {os.cpu_count()})'
+  return (f'{model}, {cores} cores{of}, {memory:.0f} GiB, Python '
           f'{platform.python_version()}, TensorFlow {tf.__version__}')

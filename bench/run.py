@@ -8,12 +8,17 @@ speed, the cache stage on the flower photos and on 12 MP photos, the
 one-image-at-a-time baseline, warm reruns, head training, label_image, the
 cache stage's peak memory at 2,000 and 20,000 photos, the test accuracy
 with and without reduced-scale JPEG decoding, and the int8 rows (see
-bench/int8.py). Each speed is the median of --repeats runs. Generated photos
-are kept in --work_dir (about 2 GB) for the next run; the caches and models
-there are rebuilt every run. About 30 minutes on 2 cores.
+bench/int8.py). Each speed is the median of --repeats runs; the cache stages
+and the limits they are divided by are measured in the same rounds (see
+bench/rounds.py). Generated photos are kept in --work_dir (about 2 GB) for
+the next run; the caches and models there are rebuilt every run. About 30
+minutes on 2 cores. A quick check of the code (not of the figures):
+
+  .venv/bin/python bench/run.py --photos 100 --repeats 2 --few 20 --many 40 \
+      --baseline_photos 20 --large_photos 5 --label_photos 20 \
+      --work_dir /tmp/bench_quick
 """
 
-import collections
 import os
 import shutil
 import statistics
@@ -34,6 +39,7 @@ from bench import data
 from bench import int8
 from bench import measure
 from bench import report
+from bench import rounds
 from bottleneck.features import backbones
 from bottleneck import config
 from bottleneck.data import decode
@@ -49,13 +55,18 @@ flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
 flags.DEFINE_string('weights', os.path.join(
     _SHARED, 'weights', 'mobilenet_v2_1.0_224_no_top.weights.h5'),
                     'MobileNetV2 weights file.')
+flags.DEFINE_integer('photos', 0, 'Use only this many of the flower photos, '
+                     'taken in turn from each class (for a quick check of the '
+                     'code); 0 for all.')
 flags.DEFINE_integer('repeats', 3, 'Runs per speed figure (median reported).')
 flags.DEFINE_integer('many', 20000, 'Photos of the large memory measurement.')
 flags.DEFINE_integer('few', 2000, 'Photos of the small memory measurement.')
-flags.DEFINE_integer('baseline_photos', 200,
-                     'Flower photos of the one-image-at-a-time baseline.')
+flags.DEFINE_integer('baseline_photos', 200, 'Flower photos of the '
+                     'one-image-at-a-time baseline, from every class.')
+flags.DEFINE_integer('large_photos', 40, '12 MP photos of the one-image-at-'
+                     'a-time baseline, from every class.')
 flags.DEFINE_integer('label_photos', 500, 'Flower photos that label_image '
-                     'labels for its throughput.')
+                     'labels for its throughput, from every class.')
 FLAGS = flags.FLAGS
 BACKBONE = 'keras:mobilenet_v2'
 
@@ -80,6 +91,23 @@ def retrain_args(image_dir, name):
           f'--summaries_dir={os.path.join(FLAGS.work_dir, name, "logs")}']
 
 
+
+def load_flowers():
+  """The flower photos: (folder, labels, photos with digests).
+
+  With --photos, that many of them (in turn from each class), linked into a
+  folder under --work_dir.
+  """
+  labels, flowers = images.find_photos(FLAGS.flowers)
+  flowers, _ = images.digest_photos(flowers)
+  if not FLAGS.photos:
+    return FLAGS.flowers, labels, flowers
+  folder = data.linked_subset(data.every_class(flowers, FLAGS.photos),
+                              FLAGS.flowers, fresh(f'flowers{FLAGS.photos}'))
+  labels, flowers = images.find_photos(folder)
+  return folder, labels, images.digest_photos(flowers)[0]
+
+
 def main(argv):
   del argv
   cli.quiet_library_logs()
@@ -88,86 +116,49 @@ def main(argv):
              'the benchmark needs ../shared/data beside the repository.')
   table = report.Table(FLAGS.repeats)
   started = time.monotonic()
+  cores = measure.cores()
   fresh('caches')
   backbone = backbones.load_backbone(BACKBONE, keras_weights=FLAGS.weights)
-  _, flowers = images.find_photos(FLAGS.flowers)
-  flowers, _ = images.digest_photos(flowers)
+  flowers_dir, labels, flowers = load_flowers()
   split = images.split_photos(flowers, testing_percentage=10,
                               validation_percentage=10)
+  suffix = f'{FLAGS.photos}' if FLAGS.photos else ''
 
   logging.info('Generating 12 MP photos (once)...')
-  large_dir = data.large_photos(split['testing'], FLAGS.flowers,
-                                os.path.join(FLAGS.work_dir, 'large'))
+  large_dir = data.large_photos(split['testing'], flowers_dir,
+                                os.path.join(FLAGS.work_dir, 'large' + suffix))
   def large_path(photo):
-    return os.path.join(large_dir, os.path.relpath(photo.path, FLAGS.flowers))
+    return os.path.join(large_dir, os.path.relpath(photo.path, flowers_dir))
   distinct = len({p.digest for p in flowers})  # Each is computed once.
-  large_count = len({p.digest for p in split['testing']})
-  large_vectors = {}
-  batch = config.DEFAULT_BATCH_SIZE
-  pixels = np.stack(list(decode.load_images(
-      [p.path for p in flowers[::31]], backbone.image_size)))
-  baseline_paths = [p.path for p in flowers[:FLAGS.baseline_photos]]
-  large_paths = [large_path(p) for p in split['testing'][:40]]
+  new_count = max(1, len(flowers) // 100)
+  new_pool = data.every_class(flowers, len(flowers))
+  sets = rounds.Sets(
+      flowers_dir=flowers_dir, distinct=distinct, large_dir=large_dir,
+      large_count=len({p.digest for p in split['testing']}),
+      pixels=np.stack(list(decode.load_images(
+          [p.path for p in flowers[::31]], backbone.image_size))),
+      baseline_paths=[p.path for p in data.every_class(
+          flowers, FLAGS.baseline_photos)],
+      large_paths=[large_path(p) for p in data.every_class(
+          split['testing'], FLAGS.large_photos)],
+      new_dir=data.linked_copy(flowers_dir, fresh('new')),
+      new_photos=lambda i: new_pool[i * new_count:(i + 1) * new_count])
 
-  def cache_run(folder, name, expected):
-    seconds, result = measure.cache_stage(folder, backbone,
-                                          fresh('caches', name))
-    assert result.computed == expected, (result.computed, expected)
-    return seconds, result
-
-  # Interleaved, so that a slow spell of a shared machine hits every figure.
-  samples = collections.defaultdict(list)
-  for r in range(FLAGS.repeats):
-    logging.info('Cold cache stage and its references, round %d of %d...',
-                 r + 1, FLAGS.repeats)
-    for size in (1, batch, 32):
-      rate, cpu = measure.backbone_limit(backbone, pixels, batch_size=size)
-      samples[f'limit{size}'].append(rate)
-      samples[f'cpu{size}'].append(cpu)
-    samples['flowers'].append(cache_run(FLAGS.flowers, 'flowers',
-                                        distinct)[0])
-    seconds, result = cache_run(large_dir, 'large', large_count)
-    large_vectors.update(zip((p.path for p in result.photos), result.vectors))
-    samples['large'].append(seconds)
-    samples['baseline'].append(measure.one_at_a_time(backbone, baseline_paths))
-  med = {name: statistics.median(values) for name, values in samples.items()}
-  limit = med[f'limit{batch}']
-  cache_seconds = med['flowers']
-  cache_rate = distinct / cache_seconds
-  large_rate = large_count / med['large']
-  for size in (batch, 1, 32):
-    table.speed(f'backbone limit: decoded 224x224 tensors, batch {size}'
-                + ('' if size == batch else ' (for comparison)'),
-                med[f'limit{size}'])
-  table.speed(f'cache stage, {len(flowers):,} flower photos ({distinct:,} '
-              'distinct)', cache_rate, limit, 'backbone limit', 0.9)
-  table.speed(f'cache stage, {large_count} distinct photos of 12 MP '
-              '(4000x3000 JPEG)', large_rate, limit, 'backbone limit', 0.8)
-  table.speed(f'one image at a time (retrain.py way), {len(baseline_paths)} '
-              'flower photos', med['baseline'])
-  table.ratio('cache stage / one image at a time, flowers', cache_rate,
-              med['baseline'], 1.2)
-  large_baseline = measure.one_at_a_time(backbone, large_paths)
-  table.speed(f'one image at a time, {len(large_paths)} photos of 12 MP '
-              '(one run)', large_baseline)
-  table.ratio('cache stage / one image at a time, 12 MP', large_rate,
-              large_baseline, None)
-
-  # The profile behind the cache stage's ratios: CPU time per image. Two
-  # cores cannot run more than 2000 / (backbone + decode) images/s.
-  backbone_cpu = med[f'cpu{batch}']
-  for name, paths in (('flower photo', [p.path for p in flowers[:200]]),
-                      ('12 MP photo', large_paths)):
-    decode_cpu = measure.decode_cpu(paths, backbone.image_size)
-    bound = 2000 / (backbone_cpu + decode_cpu)
-    table.speed(f'CPU bound, {name}: 2 cores / (backbone {backbone_cpu:.1f} '
-                f'+ decode {decode_cpu:.1f} CPU ms per image)', bound, limit,
-                'backbone limit')
+  logging.info('Converting the backbone to int8...')
+  int8_backbone, convert_seconds, calibration_used = int8.convert(
+      backbone, split['training'], fresh('caches', 'int8_model'))
+  med, last = rounds.run(sets, backbone=backbone, int8=int8_backbone,
+                         float_tflite=int8.FloatTflite(backbone),
+                         caches=os.path.join(FLAGS.work_dir, 'caches'),
+                         repeats=FLAGS.repeats)
+  rounds.float_rows(table, med, sets, photos=len(flowers), cores=cores)
+  int8.speed_rows(table, med, photos=len(flowers), distinct=distinct,
+                  cores=cores, convert_seconds=convert_seconds,
+                  calibration_used=calibration_used)
 
   logging.info('Head training...')
-  _, cached = measure.cache_stage(FLAGS.flowers, backbone,
-                                  os.path.join(FLAGS.work_dir, 'caches',
-                                               'flowers'))
+  cached = measure.cache_stage(flowers_dir, backbone, os.path.join(
+      FLAGS.work_dir, 'caches', 'flowers')).result
   rows = {p.digest: v for p, v in zip(cached.photos, cached.vectors)}
   def vectors(members):
     return (np.stack([rows[p.digest] for p in members]),
@@ -183,20 +174,23 @@ def main(argv):
     with tempfile.TemporaryDirectory() as logs:
       heads.append(head_lib.train_head(
           vectors(split['training']), vectors(split['validation']),
-          num_classes=5, schedule=schedule, seed=0, summaries_dir=logs))
+          num_classes=len(labels), schedule=schedule, seed=0,
+          summaries_dir=logs))
     return time.perf_counter() - start
   with measure.logs_to_devnull():  # Formatted as in a run, but not shown here.
     head_seconds = median_of(train)
   table.seconds(f'head training, {schedule.steps} steps of '
                 f'{schedule.train_batch_size}, {len(flowers):,} vectors',
-                head_seconds, cache_seconds, 'cache stage time', 0.05,
+                head_seconds, med['flowers'], 'cache stage time', 0.05,
                 at_most=True)
 
   logging.info('Accuracy, reduced-scale vs full JPEG decode...')
   head = heads[-1]
   test_x, test_y = vectors(split['testing'])
-  test_paths = [p.path for p in split['testing']]
-  full_x = measure.vectors_of(backbone, test_paths, reduced=False)
+  large_vectors = dict(zip((p.path for p in last['large'].photos),
+                           last['large'].vectors))
+  full_x = measure.vectors_of(backbone, [p.path for p in split['testing']],
+                              reduced=False)
   large_reduced = np.stack([large_vectors[large_path(p)]
                             for p in split['testing']])
   large_full = measure.vectors_of(
@@ -208,26 +202,24 @@ def main(argv):
                    measure.accuracy(head, reduced_x, test_y),
                    measure.accuracy(head, full_x_, test_y))
 
-  logging.info('int8 backbone and .tflite exports...')
-  label_paths = [p.path for p in flowers[:FLAGS.label_photos]]
-  int8.run(table, backbone=backbone, flowers_dir=FLAGS.flowers,
-           flowers=flowers, split=split, pixels=pixels,
-           work_dir=FLAGS.work_dir, repeats=FLAGS.repeats, float_head=head,
-           float_accuracy=measure.accuracy(head, test_x, test_y),
-           schedule=schedule, retrain_args=retrain_args,
-           label_paths=label_paths)
+  logging.info('int8 accuracy and a whole int8 run...')
+  tflite_path = int8.accuracy_and_run(
+      table, cached=last['int8'], split=split, float_head=head,
+      float_accuracy=measure.accuracy(head, test_x, test_y),
+      schedule=schedule, backbone=backbone, flowers_dir=flowers_dir,
+      work_dir=FLAGS.work_dir, retrain_args=retrain_args)
 
   logging.info('Warm reruns...')
   import_seconds = median_of(lambda: measure.wall_time(
       [sys.executable, '-c', 'import tensorflow'])[0])
   table.seconds('python -c "import tensorflow"', import_seconds)
   warm_cache = median_of(lambda: measure.cache_stage(
-      FLAGS.flowers, backbone,
-      os.path.join(FLAGS.work_dir, 'caches', 'flowers'))[0])
+      flowers_dir, backbone,
+      os.path.join(FLAGS.work_dir, 'caches', 'flowers')).seconds)
   table.seconds(f'cache stage, {len(flowers):,} photos all cached',
                 warm_cache, 2.0, '2 s', 1.0, at_most=True)
   fresh('flowers')
-  args = retrain_args(FLAGS.flowers, 'flowers')
+  args = retrain_args(flowers_dir, 'flowers')
   table.seconds('whole retrain.py run, bottlenecks cached, --force (one run)',
                 measure.wall_time(args + ['--force'])[0])
   unchanged = median_of(lambda: measure.wall_time(args)[0])
@@ -235,73 +227,62 @@ def main(argv):
                 unchanged, import_seconds + 5, 'import time + 5 s', 1.0,
                 at_most=True)
 
-  plus_dir = data.linked_copy(FLAGS.flowers, fresh('plus'))
+  plus_dir = data.linked_copy(flowers_dir, fresh('plus'))
   fresh('flowers_plus')
   plus_args = retrain_args(plus_dir, 'flowers_plus')
   measure.wall_time(plus_args)
-  new_count = len(flowers) // 100
-  rounds = iter(range(2 * FLAGS.repeats))
-  def new_photos():
-    r = next(rounds)
-    return data.add_new_photos(flowers[r * new_count:(r + 1) * new_count],
-                               FLAGS.flowers, plus_dir, f'r{r}')
-  def cache_with_new():
-    new_photos()
-    seconds, result = measure.cache_stage(
-        plus_dir, backbone, os.path.join(FLAGS.work_dir, 'caches',
-                                         'flowers_plus'))
-    assert result.computed == new_count, result.computed
-    return seconds
-  new_cache = median_of(cache_with_new)
-  table.seconds(f'cache stage, {new_count} new photos (1%) + '
-                f'{len(flowers):,} cached (computes exactly {new_count})',
-                new_cache)
-  table.speed(f'the {new_count} new photos alone: {new_count} / (time above - '
-              'time all cached)', new_count / (new_cache - warm_cache),
-              cache_rate, 'cold cache stage rate')
+  batches = iter(range(FLAGS.repeats, 2 * FLAGS.repeats))  # After the rounds'.
   def retrain_with_new():
-    new_photos()
+    i = next(batches)
+    data.add_new_photos(sets.new_photos(i), flowers_dir, plus_dir, f'p{i}')
     return measure.wall_time(plus_args)[0]
   table.seconds(f'whole retrain.py run, {new_count} new photos (retrains)',
                 median_of(retrain_with_new))
 
   logging.info('label_image...')
-  model = predict.load_saved_model(os.path.join(FLAGS.work_dir, 'flowers',
-                                                'model'))
-  # Interleaved with the backbone limit, as the cache stage's rounds are.
-  label_rates, label_limits = [], []
+  label_paths = [p.path for p in data.every_class(flowers, FLAGS.label_photos)]
+  model_dir = os.path.join(FLAGS.work_dir, 'flowers', 'model')
+  models = (('label', predict.load_saved_model(model_dir)),
+            ('label_int8', predict.load_tflite(tflite_path)))
+  # Interleaved with the backbone limit, as the cache stages' rounds are.
+  samples = {'limit': [], 'label': [], 'label_int8': []}
   for _ in range(FLAGS.repeats):
-    label_limits.append(measure.backbone_limit(backbone, pixels,
-                                               batch_size=batch)[0])
-    label_rates.append(measure.label_folder(model, label_paths))
-  label_limit = statistics.median(label_limits)
-  table.speed(f'backbone limit, batch {batch}, measured between the '
-              'label_image runs', label_limit)
-  table.speed(f'label_image over a folder, {len(label_paths)} photos',
-              statistics.median(label_rates), label_limit,
-              'backbone limit', 0.8)
-  single = median_of(lambda: measure.wall_time([
-      sys.executable, 'label_image.py', f'--image={flowers[0].path}',
-      f'--saved_model_dir={os.path.join(FLAGS.work_dir, "flowers", "model")}']
-  )[0])
-  table.seconds('label_image.py, one photo (whole process)', single,
-                import_seconds, 'import time', None)
+    samples['limit'].append(measure.backbone_limit(
+        backbone, sets.pixels, batch_size=config.DEFAULT_BATCH_SIZE)[0])
+    for name, model in models:
+      samples[name].append(measure.label_folder(model, label_paths))
+  label = {k: statistics.median(v) for k, v in samples.items()}
+  table.speed(f'backbone limit, batch {config.DEFAULT_BATCH_SIZE}, measured '
+              'between the label_image runs', label['limit'])
+  table.speed(f'label_image over a folder, {len(label_paths)} photos of every '
+              'class', label['label'], label['limit'], 'backbone limit', 0.8)
+  table.speed(f'label_image over a folder, int8 .tflite, {len(label_paths)} '
+              'photos of every class', label['label_int8'], label['limit'],
+              'backbone limit')
+  def one_photo(flag):  # With a .tflite, predict does not import TensorFlow.
+    return median_of(lambda: measure.wall_time([
+        sys.executable, 'label_image.py', f'--image={label_paths[0]}',
+        flag])[0])
+  for name, flag in (('', f'--saved_model_dir={model_dir}'),
+                     (' --tflite_model', f'--tflite_model={tflite_path}')):
+    table.seconds(f'label_image.py{name}, one photo (whole process)',
+                  one_photo(flag), import_seconds, 'import time', None)
 
   logging.info('Memory (%s generated photos, once)...', f'{FLAGS.many:,}')
-  backbone_args = [BACKBONE, FLAGS.weights]
   memory = {}
   for count, seed in ((FLAGS.few, 1), (FLAGS.many, 2)):
     folder = data.many_photos(
-        os.path.join(FLAGS.work_dir, f'many{count}'), count, seed=seed)
+        os.path.join(FLAGS.work_dir, f'many{count}'), count,
+        classes=len(labels), seed=seed)
     memory[count] = measure.child_cache_stage(
-        folder, fresh('caches', f'many{count}'), backbone_args)
+        folder, fresh('caches', f'many{count}'), [BACKBONE, FLAGS.weights])
     assert memory[count]['computed'] == count, memory[count]
   table.memory(f'cache stage peak RSS, {FLAGS.few:,} photos',
                memory[FLAGS.few])
   table.memory(f'cache stage peak RSS, {FLAGS.many:,} photos',
                memory[FLAGS.many], memory[FLAGS.few])
 
-  table.print(machine=report.machine(), seconds=time.monotonic() - started)
+  table.print(machine=report.machine(cores), seconds=time.monotonic() - started)
 
 
 if __name__ == '__main__':

@@ -79,7 +79,7 @@ class RetrainConfig:
   # Seconds to wait for another run's lock; 0: exit at once, < 0: forever.
   lock_timeout: float = 0.0
   # Quality gate (percent; 0: off), and publish only if not worse than the
-  # model in place on the same test photos.
+  # model in place on the same validation photos (see run/gate.py).
   min_test_accuracy: float = 0.0
   promote_if_better: bool = False
 

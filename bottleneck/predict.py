@@ -6,7 +6,8 @@ frozen graph with its labels file (input float32 [batch, height, width, 3] in
 [0, 1]).
 
 TensorFlow is imported only to load a SavedModel or a frozen graph: labelling
-with a .tflite does not pay its import (about 4.6 s).
+with a .tflite does not pay its import (seconds; README.md, Performance, has the
+measured figure).
 """
 
 import dataclasses
@@ -63,6 +64,11 @@ def load_saved_model(path):
     raise errors.ModelError(
         f'{path} was exported by a newer version (format {meta["format"]}); '
         'update bottleneck to read it.')
+  for key in ('labels', 'image_size'):
+    if key not in meta:
+      raise errors.ModelError(
+          f'{path}: its assets/{formats.METADATA_FILE} has no {key!r} (edited '
+          'or damaged?). Export the model again with retrain.py.')
   missing = [name for name in ('variables/variables.index',
                                 'assets/' + formats.LABELS_FILE)
              if not os.path.isfile(os.path.join(path, name))]
@@ -73,7 +79,8 @@ def load_saved_model(path):
         'retrain.py.')
   try:
     signature = tf.saved_model.load(path).signatures['serving_images']
-  except (KeyError, OSError, ValueError, tf.errors.OpError) as e:
+  # TF's checkpoint reader raises IndexError for a truncated variables file.
+  except (KeyError, OSError, ValueError, tf.errors.OpError, IndexError) as e:
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else e
     raise errors.ModelError(
         f'Cannot load the model in {path}: {first_line}') from e
@@ -93,6 +100,7 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
     errors.ModelError: a file is missing or not what it should be.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
   try:
     with open(graph_path, 'rb') as f:
       graph_def = tf.compat.v1.GraphDef.FromString(f.read())
@@ -100,7 +108,7 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
       labels = formats.labels_from_bytes(f.read())
   except OSError as e:
     raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
-  except Exception as e:  # protobuf's DecodeError has no common base with OSError.
+  except message.DecodeError as e:
     raise errors.ModelError(f'{graph_path} is not a frozen GraphDef: {e}') from e
 
   def imports():

@@ -3,8 +3,15 @@
 Nothing here needs a network: the backbone is a SavedModel of global average
 pooling (TF Hub's make_image_classifier test does the same), and the photos are
 noisy solid colours written into temporary folders.
+
+Mean colours pass whatever the resize, orientation or crop, so the exported
+forms are also checked with `layout_module`, a fixed random convolution whose
+features depend on where things are, and `write_layout_photos`: gradients and
+shapes in non-square JPEGs (some large enough for a reduced-scale decode), in
+JPEGs stored sideways with an EXIF orientation, and in PNGs with alpha.
 """
 
+import io
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -14,6 +21,7 @@ from absl import logging
 from absl.testing import flagsaver
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 import pytest
 import tensorflow as tf
 # tensorflow_hub defines absl flags when it is first imported. Imported inside
@@ -80,6 +88,137 @@ def save_feature_module(path, *, size=None, reduce=tf.reduce_mean):
 def hub_module(tmp_path_factory):
   """Path of a TF Hub-style SavedModel: [b, 32, 32, 3] in [0, 1] -> [b, 3]."""
   return save_feature_module(tmp_path_factory.mktemp('hub') / 'gap', size=32)
+
+
+def save_layout_module(path, *, size=32, seed=0):
+  """Saves a feature-vector SavedModel that sees layout, orientation and scale.
+
+  A fixed random 5x5 convolution with stride 3 and a ReLU, flattened, then a
+  fixed random projection to 32 features: no symmetry and no pooling, so a
+  photo turned, mirrored or shifted by a pixel gives other features.
+
+  Args:
+    path: folder to write the SavedModel to.
+    size: its input size.
+    seed: seeds the weights.
+
+  Returns:
+    path, as a str.
+  """
+  rng = np.random.default_rng(seed)
+  kernel = rng.normal(0, 0.3, (5, 5, 3, 6)).astype(np.float32)
+  cells = ((size - 5) // 3 + 1) ** 2 * 6
+  projection = rng.normal(0, cells ** -0.5, (cells, 32)).astype(np.float32)
+
+  class Layout(tf.Module):
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def __call__(self, images):
+      maps = tf.nn.relu(tf.nn.conv2d(images - 0.5, kernel, strides=3,
+                                     padding='VALID'))
+      return tf.matmul(tf.reshape(maps, [-1, cells]), projection)
+
+  tf.saved_model.save(Layout(), str(path))
+  return str(path)
+
+
+@pytest.fixture(scope='session')
+def layout_module(tmp_path_factory):
+  """Path of `save_layout_module`: [b, 32, 32, 3] in [0, 1] -> [b, 32]."""
+  return save_layout_module(tmp_path_factory.mktemp('hub') / 'layout')
+
+
+# Where each class of write_layout_photos has its bright square, as fractions
+# of the upright photo's width and height.
+LAYOUTS = {'left': (0.05, 0.3), 'right': (0.6, 0.3), 'top': (0.3, 0.05)}
+# For each EXIF orientation, how to store an upright photo so that turning it
+# as the tag says (ImageOps.exif_transpose) gives it back.
+STORED_TURN = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270}
+
+
+def layout_image(layout, size, seed):
+  """An RGB photo: a gradient, random shapes, and a bright square placed by
+  layout (a key of LAYOUTS); size is (width, height)."""
+  rng = np.random.default_rng(seed)
+  width, height = size
+  y, x = np.mgrid[0:height, 0:width]
+  slopes = rng.uniform(0.3, 1.0, 3) * 255
+  pixels = np.stack([slopes[0] * x / width, slopes[1] * y / height,
+                     slopes[2] * (1 - x / width) * y / height], axis=-1)
+  pixels += rng.normal(0, 8, pixels.shape)
+  img = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+  draw = ImageDraw.Draw(img)
+  for _ in range(3):
+    box = sorted(rng.uniform(0, width, 2)) + sorted(rng.uniform(0, height, 2))
+    draw.ellipse([box[0], box[2], box[1], box[3]],
+                 fill=tuple(int(c) for c in rng.integers(0, 120, 3)))
+  left, top = LAYOUTS[layout]
+  side = 0.35 * min(width, height)
+  draw.rectangle([left * width, top * height, left * width + side,
+                  top * height + side], fill=(250, 250, 210))
+  return img
+
+
+def layout_file(img, kind, *, orientation=1):
+  """Encodes an upright layout_image as a file of kind 'jpeg', 'png_alpha' or
+  'webp'; a JPEG with an orientation other than 1 is stored turned and tagged
+  so that EXIF-aware decoders show img."""
+  buffer = io.BytesIO()
+  if kind == 'png_alpha':
+    rgba = np.asarray(img.convert('RGBA')).copy()
+    height, width = rgba.shape[:2]
+    rgba[..., 3] = np.linspace(40, 255, width).astype(np.uint8)  # A fade.
+    rgba[: height // 5, : width // 5, 3] = 0  # A transparent corner.
+    Image.fromarray(rgba).save(buffer, 'PNG')
+  elif kind == 'webp':
+    img.save(buffer, 'WEBP', quality=90)
+  elif orientation == 1:
+    img.save(buffer, 'JPEG', quality=90)
+  else:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.transpose(STORED_TURN[orientation]).save(
+        buffer, 'JPEG', quality=90, exif=exif.tobytes())
+  return buffer.getvalue()
+
+
+def write_layout_photos(root, *, per_class=12, seed=0):
+  """Writes per_class layout photos into root/<layout>/ for each of LAYOUTS.
+
+  Sizes vary from 40 to 300 pixels a side, never square; one photo in four is
+  stored sideways with an EXIF orientation (2..8 in turn), one in six is a PNG
+  with alpha.
+
+  Returns:
+    dict from class name to the list of written paths.
+  """
+  rng = np.random.default_rng(seed)
+  written = {}
+  for c, layout in enumerate(sorted(LAYOUTS)):
+    folder = os.path.join(root, layout)
+    os.makedirs(folder, exist_ok=True)
+    written[layout] = []
+    for i in range(per_class):
+      width, height = (int(v) for v in rng.integers(40, 300, 2))
+      height += height == width
+      img = layout_image(layout, (width, height),
+                         seed=seed * 1000 + c * 100 + i)
+      kind, orientation = 'jpeg', 1
+      if i % 6 == 5:
+        kind = 'png_alpha'
+      elif i % 4 == 1:
+        orientation = 2 + (c * per_class + i) % 7
+      path = os.path.join(folder, f'{layout}_{i:03d}_o{orientation}.'
+                          f'{"png" if kind == "png_alpha" else "jpg"}')
+      with open(path, 'wb') as f:
+        f.write(layout_file(img, kind, orientation=orientation))
+      written[layout].append(path)
+  return written
 
 
 def output_flags(root):

@@ -1,15 +1,22 @@
 """Tests of backbone loading: TF Hub-style SavedModels, keras: models, errors."""
 
 import hashlib
+import logging
+import os
+import random
+import re
 import shutil
 import socket
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bottleneck.features import backbones
+from bottleneck.features import hub_sizes
+from bottleneck.features import keras_models
 from bottleneck import errors
 import conftest
 
@@ -37,39 +44,176 @@ def test_hub_style_savedmodel(hub_module, tmp_path):
       backbone.identity)
 
 
-def test_size_of_a_module_that_takes_any_size(tmp_path):
-  for folder, size in (('net_160', 160), ('net', 224)):
-    conftest.save_feature_module(tmp_path / folder, reduce=tf.reduce_max)
-    assert backbones.load_backbone(str(tmp_path / folder)).image_size == (
-        size, size)
+# The input size of a TF Hub-style SavedModel.
+
+
+@pytest.fixture(scope='module')
+def any_size_module(tmp_path_factory):
+  """A feature-vector SavedModel that takes images of any size."""
+  return conftest.save_feature_module(
+      tmp_path_factory.mktemp('any') / 'module', reduce=tf.reduce_max)
+
+
+def test_size_of_a_hub_handle_comes_from_its_family(any_size_module, tmp_path,
+                                                     monkeypatch, caplog):
+  # TF Hub loads a handle from TFHUB_CACHE_DIR/<sha1 of handle>, offline.
+  monkeypatch.setenv('TFHUB_CACHE_DIR', str(tmp_path))
+  caplog.set_level(logging.INFO)
+  for family, size in (('inception_v3', 299), ('resnet_v2_152', 224),
+                       ('mobilenet_v2_100_160', 160)):
+    handle = f'https://tfhub.dev/google/imagenet/{family}/feature_vector/5'
+    shutil.copytree(any_size_module,
+                    tmp_path / hashlib.sha1(handle.encode()).hexdigest())
+    assert backbones.load_backbone(handle).image_size == (size, size), handle
+    assert f'{handle}: input size {size}x{size}, the size of ' in caplog.text
+  assert ("the size of Inception V3 models ('inception_v3' in its name; its "
+          'signature takes any size; --image_size overrides it).'
+          in caplog.text)
+
+
+def test_size_of_a_folder(any_size_module, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  # Named like a handle: its family decides.
+  family = tmp_path / 'efficientnet_v2_imagenet21k_ft1k_s'
+  shutil.copytree(any_size_module, family)
+  assert backbones.load_backbone(str(family)).image_size == (384, 384)
+  assert 'the size of EfficientNetV2 models' in caplog.text
+  # No family, but a size at the end of its name.
+  shutil.copytree(any_size_module, tmp_path / 'net_160')
+  assert backbones.load_backbone(str(tmp_path / 'net_160')).image_size == (
+      160, 160)
+  assert ('net_160: input size 160x160, from the _160 its folder name ends '
+          'in.') in caplog.text
+  # Neither: 224, and the log says it was assumed and how to choose.
+  shutil.copytree(any_size_module, tmp_path / 'net')
+  assumed = backbones.load_backbone(str(tmp_path / 'net'))
+  assert assumed.image_size == (224, 224)
+  assert re.search(r'net: input size 224x224 assumed: .* pass it as '
+                   r'--image_size\.', caplog.text)
   sized = backbones.load_backbone(str(tmp_path / 'net'), image_size=64)
-  assert sized.image_size == (64, 64)
-  assert sized.identity != backbones.load_backbone(str(tmp_path / 'net')).identity
+  assert sized.image_size == (64, 64) and sized.identity != assumed.identity
+  assert 'net: input size 64x64, from --image_size.' in caplog.text
+  # A size fixed by the signature decides, whatever the name says.
+  fixed = conftest.save_feature_module(tmp_path / 'inception_v3', size=64)
+  assert backbones.load_backbone(fixed).image_size == (64, 64)
+  assert f'{fixed}: input size 64x64, from its signature.' in caplog.text
+
+
+@pytest.mark.parametrize('name, size', [
+    ('https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5', 299),
+    ('https://tfhub.dev/google/imagenet/inception_resnet_v2/feature_vector/5',
+     299),
+    ('https://tfhub.dev/google/imagenet/resnet_v2_152/feature_vector/5', 224),
+    ('https://tfhub.dev/google/imagenet/resnet_v1_101/feature_vector/5', 224),
+    ('https://tfhub.dev/google/imagenet/nasnet_large/feature_vector/5', 331),
+    ('https://tfhub.dev/google/imagenet/pnasnet_large/feature_vector/5', 331),
+    ('https://tfhub.dev/google/imagenet/nasnet_mobile/feature_vector/5', 224),
+    ('https://tfhub.dev/tensorflow/efficientnet/b0/feature-vector/1', 224),
+    ('https://tfhub.dev/tensorflow/efficientnet/b3/feature-vector/1', 300),
+    ('https://tfhub.dev/tensorflow/efficientnet/b7/feature-vector/1', 600),
+    ('https://tfhub.dev/tensorflow/efficientnet/lite3/feature-vector/2', 280),
+    ('https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet1k_b2/'
+     'feature_vector/2', 260),
+    ('https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_xl/'
+     'feature_vector/2', 512),
+    ('https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_l/'
+     'feature_vector/2', 480),
+    ('https://www.kaggle.com/models/google/efficientnet-v2/TensorFlow2/'
+     'imagenet21k-m-feature-vector/2', 480),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5',
+     224),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v2_035_96/feature_vector/5',
+     96),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v1_025_128/feature_vector/5',
+     128),
+    ('https://tfhub.dev/google/imagenet/mobilenet_v3_small_075_224/'
+     'feature_vector/5', 224),
+    ('https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/'
+     '130-224-feature-vector/2', 224),
+    ('https://www.kaggle.com/models/google/resnet-v2/TensorFlow2/'
+     '152-feature-vector/2', 224),
+    ('https://tfhub.dev/google/bit/m-r50x1/1', 224),
+    ('/models/imagenet_inception_v3_feature_vector_5', 299),
+    ('https://tfhub.dev/google/imagenet/amoebanet_a_n18_f448/feature_vector/1',
+     None),
+    ('/models/my_net_v2_101', None),
+])
+def test_family_sizes(name, size):
+  found = hub_sizes.family_size(name)
+  assert (found[0] if found else None) == size
+
+
+# keras: backbones.
 
 
 def test_keras_backbone_with_random_weights_is_seeded():
-  first = backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
-                                  image_size=64, seed=3)
-  assert first.feature_dim == 1280 and first.image_size == (64, 64)
-  assert 'mobilenet_v2.preprocess_input' in first.preprocessing
-  again = backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
-                                  image_size=64, seed=3)
-  other = backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
-                                  image_size=64, seed=4)
+  def load(seed):
+    return backbones.load_backbone('keras:vgg16', keras_weights='none',
+                                   image_size=32, seed=seed)
+  first = load(3)
+  assert first.feature_dim == 512 and first.image_size == (32, 32)
+  assert 'vgg16.preprocess_input' in first.preprocessing
+  # Whatever the global random state, the seed alone decides the weights.
+  keras.utils.set_random_seed(11)
+  again, other = load(3), load(4)
   assert first.identity == again.identity != other.identity
-  images = np.full((1, 64, 64, 3), 0.5, np.float32)
+  images = np.full((1, 32, 32, 3), 0.5, np.float32)
   np.testing.assert_allclose(first.features(images), again.features(images))
 
 
-@pytest.mark.parametrize('short', sorted(backbones.KERAS_MODELS))
+def _seed_globally(seed):
+  random.seed(seed)
+  np.random.seed(seed)
+  tf.random.set_seed(seed)
+  tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
+
+
+def _next_random_numbers():
+  """The next draws of Python's, NumPy's and TensorFlow's global generators."""
+  return (random.random(), np.random.random(), float(tf.random.uniform([])),
+          float(tf.random.get_global_generator().uniform([])))
+
+
+def test_random_weights_leave_the_global_random_state_alone():
+  _seed_globally(5)
+  expected = _next_random_numbers()
+  _seed_globally(5)
+  backbones.load_backbone('keras:mobilenet_v2', keras_weights='none',
+                          image_size=32, seed=0)
+  assert _next_random_numbers() == expected
+
+
+@pytest.mark.parametrize('short', list(keras_models.KERAS_MODELS))
 def test_every_keras_backbone_builds_and_gives_vectors(short):
-  backbone = backbones.load_backbone(backbones.KERAS_PREFIX + short,
-                                     keras_weights='none', image_size=96)
-  assert backbone.image_size == (96, 96)
-  vectors = backbone.features(np.random.default_rng(0).random(
-      (2, 96, 96, 3), np.float32)).numpy()
-  assert vectors.shape == (2, backbone.feature_dim) and np.isfinite(
-      vectors).all()
+  # At its smallest input size, and called eagerly: tracing each model in a
+  # tf.function, as load_backbone does, would double the time of this test.
+  spec = keras_models.KERAS_MODELS[short]
+  model, preprocess_input = keras_models.build(
+      short, spec, weights=None, size=spec.min_size, seed=0)
+  images = np.random.default_rng(0).random(
+      (2, spec.min_size, spec.min_size, 3), np.float32)
+  vectors = model(preprocess_input(images * 255.0), training=False).numpy()
+  assert vectors.shape == (2, model.output_shape[-1])
+  assert np.isfinite(vectors).all()
+
+
+def test_keras_backbones_take_their_own_preprocessing():
+  for short, spec in keras_models.KERAS_MODELS.items():
+    constructor = getattr(keras.applications, spec.constructor)
+    preprocess = getattr(keras.applications, spec.preprocess_module)
+    assert constructor.__module__ == preprocess.preprocess_input.__module__, (
+        short)
+
+
+def test_readme_lists_the_keras_backbones():
+  with open(os.path.join(os.path.dirname(__file__), '..', 'README.md'),
+            encoding='utf-8') as f:
+    listed = re.search(r'NAME is one of:([^.]*)\.', f.read()).group(1)
+  assert re.findall(r'`([a-z0-9_]+)`', listed) == list(
+      keras_models.KERAS_MODELS)
+
+
+# Errors.
 
 
 @pytest.mark.parametrize('name, kwargs, error, message', [
@@ -77,6 +221,8 @@ def test_every_keras_backbone_builds_and_gives_vectors(short):
     ('keras:mobilenet_v2', {'keras_weights': '/no/such.h5'}, errors.UsageError,
      'imagenet, none or an existing weights file'),
     ('/no/such/module', {}, errors.UsageError, 'existing SavedModel folder'),
+    ('keras:inception_v3', {'image_size': 64}, errors.UsageError,
+     'too small for keras:inception_v3, which takes at least 75x75'),
 ])
 def test_bad_names_are_usage_errors(name, kwargs, error, message):
   with pytest.raises(error, match=message):
@@ -90,6 +236,44 @@ def test_folders_that_are_not_feature_vectors(tmp_path):
   tf.saved_model.save(_FeatureMap(), str(tmp_path / 'map'))
   with pytest.raises(errors.ModelError, match='not one feature vector'):
     backbones.load_backbone(str(tmp_path / 'map'))
+
+
+def _keras_run(tmp_path, backbone, **flag_values):
+  """retrain.py flags for a run with a keras: backbone at 32x32."""
+  conftest.write_photos(tmp_path / 'photos', per_class=3)
+  return dict(image_dir=str(tmp_path / 'photos'), tfhub_module=backbone,
+              image_size=32, how_many_training_steps=1,
+              **conftest.output_flags(tmp_path), **flag_values)
+
+
+def test_unusable_weights_files_end_the_run_with_one_line(tmp_path, capsys):
+  not_h5 = tmp_path / 'text.weights.h5'
+  not_h5.write_text('not weights')
+  # Weights of another model: Keras warns for every layer, then fails.
+  vgg19 = keras.applications.VGG19(include_top=False, weights=None,
+                                   input_shape=(32, 32, 3))
+  vgg19.save_weights(tmp_path / 'vgg19.weights.h5')
+  for weights, message in ((not_h5, 'file signature not found'),
+                           (tmp_path / 'vgg19.weights.h5', 'could not be')):
+    capsys.readouterr()
+    code = conftest.run_retrain(**_keras_run(
+        tmp_path, 'keras:vgg16', keras_weights=str(weights)))
+    err = capsys.readouterr().err
+    assert code == errors.EXIT_MODEL, err
+    assert err.startswith('retrain.py: error: Cannot load --keras_weights '
+                          f'{weights} into keras:vgg16: '), err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize('bug', [RuntimeError('a bug'),
+                                 AttributeError('a bug')])
+def test_a_bug_while_loading_is_not_a_user_error(tmp_path, monkeypatch, bug):
+  def broken(*args, **kwargs):
+    raise bug
+  monkeypatch.setattr(keras.applications, 'MobileNetV2', broken)
+  with pytest.raises(type(bug), match='a bug'):
+    conftest.run_retrain(**_keras_run(tmp_path, 'keras:mobilenet_v2',
+                                      keras_weights='none'))
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ SOURCE_GLOBS = ('retrain.py', 'label_image.py', 'bottleneck/**/*.py',
 PIP_MARKERS = {
     'absl': ':expect_absl_installed',
     'ai_edge_litert': ':expect_ai_edge_litert_installed',
+    'google': ':expect_tensorflow_installed',  # protobuf, installed with it.
     'h5py': ':expect_h5py_installed',
     'keras': ':expect_tensorflow_installed',  # Installed with tensorflow.
     'numpy': ':expect_numpy_installed',

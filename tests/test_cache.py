@@ -49,6 +49,33 @@ def test_byte_identical_photos_are_computed_once(tmp_path, hub_module):
   shutil.copy(written['red'][0], tmp_path / 'photos' / 'green' / 'copy.jpg')
   result = cache_folder(tmp_path / 'photos', backbone, tmp_path / 'bn')
   assert (result.reused, result.computed, len(result.photos)) == (0, 9, 10)
+  assert result.duplicates == 1
+
+
+def test_counts_are_of_distinct_contents_with_the_duplicates_apart(
+    tmp_path, hub_module, caplog):
+  backbone = backbones.load_backbone(hub_module)
+  written = conftest.write_photos(tmp_path / 'photos', per_class=5)
+  cache_folder(tmp_path / 'photos', backbone, tmp_path / 'bn')
+  photos = tmp_path / 'photos'
+  shutil.copy(written['red'][0], photos / 'green' / 'copy_of_cached.jpg')
+  new = conftest.write_photos(tmp_path / 'new', {'n': (90, 90, 90)},
+                              per_class=1, seed=7)['n'][0]
+  shutil.copy(new, photos / 'blue' / 'new.jpg')
+  shutil.copy(new, photos / 'red' / 'copy_of_new.jpg')
+  (photos / 'red' / 'zero.jpg').write_bytes(b'')
+  (photos / 'blue' / 'zero.jpg').write_bytes(b'')
+  caplog.clear()
+  later = cache_folder(photos, backbone, tmp_path / 'bn')
+  # 20 photos: 15 cached, 1 new, 1 undecodable content, and 3 copies.
+  assert (later.reused, later.computed) == (15, 1)
+  assert (later.undecodable, later.duplicates) == (1, 3)
+  assert later.counts == dict(photos=20, distinct=17, reused=15, computed=1,
+                              could_not_decode=1, duplicates=3)
+  assert len(later.photos) == 18 and len(later.skipped) == 2
+  assert ('Bottlenecks: 20 photos (17 distinct): reused 15, computed 1, could '
+          "not decode 1; 3 duplicate(s) of another photo's bytes."
+          in caplog.text)
 
 
 def test_backbones_never_share_vectors(tmp_path):

@@ -11,6 +11,7 @@ import conftest
 import pytest
 
 from bottleneck import errors
+from bottleneck.export import formats
 
 
 @pytest.fixture(scope='module')
@@ -93,6 +94,13 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
   meta.write_text(meta.read_text().replace('"format": 1', '"format": 99'))
   shutil.copytree(model, tmp_path / 'half')
   shutil.rmtree(tmp_path / 'half' / 'variables')
+  (tmp_path / 'noise.pb').write_bytes(bytes(range(256)) * 4)
+  shutil.copytree(model, tmp_path / 'truncated')
+  for data in (tmp_path / 'truncated' / 'variables').glob('variables.data*'):
+    data.write_bytes(data.read_bytes()[:100])
+  shutil.copytree(model, tmp_path / 'no_labels')
+  meta = tmp_path / 'no_labels' / 'assets' / 'bottleneck.json'
+  meta.write_text(meta.read_text().replace('"labels"', '"not_labels"'))
   cases = [
       (dict(image=str(tmp_path / 'missing.jpg'), saved_model_dir=model),
        errors.EXIT_NO_DATA, 'No image found'),
@@ -108,11 +116,20 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
        errors.EXIT_MODEL, 'exported by a newer version (format 99)'),
       (dict(image=photos['red'][0], saved_model_dir=str(tmp_path / 'half')),
        errors.EXIT_MODEL, 'variables/variables.index missing'),
+      (dict(image=photos['red'][0],
+            saved_model_dir=str(tmp_path / 'truncated')),
+       errors.EXIT_MODEL, 'Cannot load the model in'),
+      (dict(image=photos['red'][0],
+            saved_model_dir=str(tmp_path / 'no_labels')),
+       errors.EXIT_MODEL, "has no 'labels'"),
       (dict(image=photos['red'][0], graph=outputs['output_graph'],
             labels=str(tmp_path / 'wrong_labels.txt')),
        errors.EXIT_MODEL, 'gives 3 classes but its labels file has 2'),
       (dict(image=photos['red'][0], graph=outputs['output_labels']),
        errors.EXIT_MODEL, 'not a frozen GraphDef'),
+      (dict(image=photos['red'][0], graph=str(tmp_path / 'noise.pb'),
+            labels=outputs['output_labels']),
+       errors.EXIT_MODEL, 'noise.pb is not a frozen GraphDef'),
       (dict(image=photos['red'][0], saved_model_dir=model, top_k=0),
        errors.EXIT_USAGE, '--top_k'),
   ]
@@ -121,6 +138,17 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
     assert (code, out) == (expected_code, ''), flag_values
     assert len(err.strip().splitlines()) == 1, err
     assert message in err, (message, err)
+
+
+def test_a_bug_while_loading_is_not_a_user_error(trained, monkeypatch):
+  photos, outputs = trained
+  def broken(data):
+    raise AttributeError('a bug')
+  monkeypatch.setattr(formats, 'labels_from_bytes', broken)
+  with pytest.raises(AttributeError, match='a bug'):
+    conftest.run_label_image(image=photos['red'][0],
+                             graph=outputs['output_graph'],
+                             labels=outputs['output_labels'])
 
 
 if __name__ == '__main__':

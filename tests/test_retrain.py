@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 import pathlib
 import subprocess
@@ -78,20 +79,60 @@ def test_frozen_graph_works_for_a_tf1_session_client(tmp_path, hub_module,
   assert probabilities.argmax(axis=1).tolist() == [0, 2]
 
 
-def test_random_labels_do_not_reach_the_accuracy_floor(tmp_path, hub_module,
-                                                       outputs):
-  # Every photo has a random colour, so the folder names carry no signal.
+def chance_ceiling(n, p, tail=1e-6):
+  """Accuracy that n independent guesses, each right with probability p, reach
+  with probability at most `tail` (from the binomial distribution)."""
+  reached = 0.0
+  for k in range(n, -1, -1):
+    reached += math.comb(n, k) * p ** k * (1 - p) ** (n - k)
+    if reached > tail:
+      return (k + 1) / n
+  return 0.0
+
+
+def test_random_labels_do_not_reach_the_accuracy_floor(tmp_path, outputs,
+                                                       caplog):
+  """Photos of random noise in 10 classes: the folder names carry no signal.
+
+  The backbone hands the head every pixel (768 numbers for 280 training
+  photos), so the head learns its training photos by heart: a test photo that
+  leaked into training would be classified right, and a fifth of the 500 test
+  photos leaking lifts the accuracy well above what chance reaches (a tenth
+  just does). Every class has the same file names, hence the same number of
+  test photos, so whatever the head predicts, each test photo is right with
+  probability 1/10 on average, and the count of right ones is no more spread
+  than a binomial's: a head that learnt nothing from the test photos stays
+  below chance_ceiling but with probability 1e-6.
+  """
+  caplog.set_level(logging.INFO)
+  classes, per_class, size = 10, 80, 16
   rng = np.random.default_rng(1)
-  for name in ('a', 'b', 'c'):
-    for i in range(40):
-      colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-      conftest.write_photos(tmp_path / 'photos', {name: colour}, per_class=1,
-                            seed=i * 7 + ord(name))
-      os.rename(tmp_path / 'photos' / name / 'photo_000.jpg',
-                tmp_path / 'photos' / name / f'random_{i}.jpg')
-  assert conftest.run_retrain(image_dir=str(tmp_path / 'photos'),
-                              tfhub_module=hub_module, **outputs, **FAST) == 0
-  assert exported_metadata(outputs['saved_model_dir'])['test_accuracy'] < 0.9
+  for c in range(classes):
+    os.makedirs(tmp_path / 'photos' / f'class_{c}')
+    for i in range(per_class):
+      Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(
+          tmp_path / 'photos' / f'class_{c}' / f'noise_{i:03d}.png')
+
+  def every_pixel(images, axis):
+    del axis  # Not pooled: one feature per pixel and channel.
+    return tf.reshape(images - 0.5, [-1, size * size * 3])
+
+  pixels = conftest.save_feature_module(tmp_path / 'pixels', size=size,
+                                        reduce=every_pixel)
+  assert conftest.run_retrain(
+      image_dir=str(tmp_path / 'photos'), tfhub_module=pixels, **outputs,
+      testing_percentage=50, validation_percentage=10,
+      how_many_training_steps=300, learning_rate=0.5) == 0
+  meta = exported_metadata(outputs['saved_model_dir'])
+  tested = meta['split_sizes']['testing']
+  assert tested >= 300 and tested % classes == 0, meta['split_sizes']
+  ceiling = chance_ceiling(tested, 1 / classes)
+  assert ceiling < 0.25  # Near chance (0.1).
+  assert meta['test_accuracy'] < ceiling, (meta['test_accuracy'], ceiling)
+  # It does learn its training photos, so a leak would show.
+  train_accuracy = [float(line.split('= ')[1].rstrip('%'))
+                    for line in caplog.messages if 'Train accuracy' in line]
+  assert train_accuracy[-1] >= 95, train_accuracy[-5:]
 
 
 def test_second_run_computes_nothing_and_keeps_old_logs(photo_flags, outputs,

@@ -1,14 +1,17 @@
 """Tests of the crash-safe vector store: journal, HDF5 file, damage."""
 
 import dataclasses
+import errno
 import glob
 import os
 import sys
 
+import conftest
 import h5py
 import numpy as np
 import pytest
 
+from bottleneck import errors
 from bottleneck.features import backbones
 from bottleneck.features import store
 
@@ -137,6 +140,122 @@ def test_another_backbones_file_is_set_aside(tmp_path, backbone):
   s.close()
   assert len(open_store(tmp_path, backbone)) == 0
   assert glob.glob(str(tmp_path / 'v.h5.damaged-*'))
+
+
+# What h5py 3.x raises when a system call fails: the errno is in the message
+# and in `errno`. (Older h5py left `errno` unset: the last case.)
+OPEN_EACCES = PermissionError(
+    errno.EACCES, "Unable to synchronously open file (unable to open file: "
+    "name = 'v.h5', errno = 13, error message = 'Permission denied', flags = "
+    "0, o_flags = 0)")
+OPEN_EIO = OSError(
+    errno.EIO, "Unable to synchronously open file (file read failed: time = "
+    "Mon Jan  1 00:00:00 2024\n, filename = 'v.h5', file descriptor = 3, "
+    "errno = 5, error message = 'Input/output error', buf = 0x7ffe, total "
+    "read size = 8, bytes this sub-read = 8, offset = 0)")
+READ_EIO_NO_ERRNO = OSError(
+    "Can't synchronously read data (file read failed: time = Mon Jan  1 "
+    "00:00:00 2024\n, filename = 'v.h5', file descriptor = 3, errno = 5, "
+    "error message = 'Input/output error', buf = 0x5581, total read size = "
+    "4800, bytes this sub-read = 4800, offset = 2048)")
+
+
+def fail_opening(monkeypatch, path, error):
+  """h5py.File raises `error` for `path`, as the system would make it."""
+  real = h5py.File
+
+  def fake(name, *args, **kwargs):
+    if os.path.abspath(name) == os.path.abspath(path):
+      raise error
+    return real(name, *args, **kwargs)
+  monkeypatch.setattr(h5py, 'File', fake)
+
+
+def fail_reading(monkeypatch, error):
+  """Every read of an h5py dataset raises `error` (a bad sector, say)."""
+  def fake(self, *args, **kwargs):
+    raise error
+  monkeypatch.setattr(h5py.Dataset, '__getitem__', fake)
+
+
+@pytest.mark.parametrize('inject,error,code', [
+    (fail_opening, OPEN_EACCES, 'EACCES'), (fail_opening, OPEN_EIO, 'EIO'),
+    (fail_reading, READ_EIO_NO_ERRNO, 'EIO')])
+def test_a_file_the_machine_cannot_read_is_left_in_place(
+    tmp_path, backbone, monkeypatch, inject, error, code):
+  s = open_store(tmp_path, backbone)
+  s.append(digests(5), vectors(5))
+  s.commit()
+  s.close()
+  path = str(tmp_path / 'v.h5')
+  before = open(path, 'rb').read()
+  with monkeypatch.context() as patch:
+    if inject is fail_opening:
+      fail_opening(patch, path, error)
+    else:
+      fail_reading(patch, error)
+    with pytest.raises(errors.UsageError,
+                       match=f'Cannot read the bottleneck cache .*v.h5: .*'
+                       f'errno {code}.*left as it is'):
+      open_store(tmp_path, backbone)
+  assert os.listdir(tmp_path) == ['v.h5']
+  assert open(path, 'rb').read() == before
+  np.testing.assert_array_equal(open_store(tmp_path, backbone).read(
+      digests(5)), vectors(5))
+
+
+def test_a_full_disk_keeps_the_journal_and_says_so(tmp_path, backbone,
+                                                   monkeypatch):
+  s = open_store(tmp_path, backbone)
+  s.append(digests(3), vectors(3))
+  real = h5py.File
+
+  def full(name, mode='r', **kwargs):
+    if mode == 'w':
+      raise OSError(errno.ENOSPC, "Unable to synchronously create file "
+                    "(unable to open file: name = 'v.h5.tmp1', errno = 28, "
+                    "error message = 'No space left on device')")
+    return real(name, mode, **kwargs)
+  with monkeypatch.context() as patch:
+    patch.setattr(h5py, 'File', full)
+    with pytest.raises(errors.UsageError,
+                       match='Cannot write the bottleneck cache .*No space '
+                       'left on device.*free some space'):
+      s.commit()
+  # The vectors are still in the journal: the next run folds them in.
+  np.testing.assert_array_equal(open_store(tmp_path, backbone).read(
+      digests(3)), vectors(3))
+
+
+@pytest.mark.parametrize('error,code', [(OPEN_EACCES, errno.EACCES),
+                                        (OPEN_EIO, errno.EIO)])
+def test_retrain_stops_on_a_cache_it_cannot_read_and_keeps_it(
+    photo_flags, outputs, monkeypatch, capsys, error, code):
+  assert conftest.run_retrain(**photo_flags,
+                              how_many_training_steps=10) == 0
+  [path] = glob.glob(os.path.join(outputs['bottleneck_dir'], '*.h5'))
+  before = open(path, 'rb').read()
+  fail_opening(monkeypatch, path, error)
+  assert conftest.run_retrain(**photo_flags, force=True,
+                              how_many_training_steps=10) == errors.EXIT_USAGE
+  err = capsys.readouterr().err
+  [line] = err.strip().splitlines()
+  assert line.startswith('retrain.py: error: Cannot read the bottleneck cache '
+                         f'{path}: {os.strerror(code)}')
+  assert open(path, 'rb').read() == before
+  assert not glob.glob(path + '.damaged-*')
+
+
+def test_retrain_sets_a_damaged_cache_aside_and_rebuilds_it(
+    photo_flags, outputs, caplog):
+  assert conftest.run_retrain(**photo_flags,
+                              how_many_training_steps=10) == 0
+  [path] = glob.glob(os.path.join(outputs['bottleneck_dir'], '*.h5'))
+  damage(path, 'flipped vector byte')
+  assert conftest.run_retrain(**photo_flags, force=True,
+                              how_many_training_steps=10) == 0
+  assert 'is damaged' in caplog.text and 'computed 60' in caplog.text
+  assert glob.glob(path + '.damaged-*') and os.path.exists(path)
 
 
 def test_leftover_temporary_files_are_removed(tmp_path, backbone):

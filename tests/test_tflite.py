@@ -216,14 +216,18 @@ def test_a_tflite_from_another_tool(tmp_path, capsys):
 def test_bad_tflite_files_give_one_line(tmp_path, capsys, hub_module):
   written = conftest.write_photos(tmp_path / 'photos', per_class=1)
   (tmp_path / 'bad.tflite').write_bytes(b'not a model' * 10)
-  for model_flags, message in (
-      (dict(tflite_model=str(tmp_path / 'bad.tflite')), 'is not a TFLite'),
-      (dict(tflite_model=str(tmp_path / 'none.tflite')), 'Cannot read'),
+  # A model file that is missing or not a model is exit code 4, as for a
+  # SavedModel (README, Exit codes); two model flags at once are bad flags, 2.
+  for model_flags, expected_code, message in (
+      (dict(tflite_model=str(tmp_path / 'bad.tflite')), errors.EXIT_MODEL,
+       'is not a TFLite'),
+      (dict(tflite_model=str(tmp_path / 'none.tflite')), errors.EXIT_MODEL,
+       'Cannot read'),
       (dict(tflite_model=str(tmp_path / 'bad.tflite'), graph='x.pb'),
-       'not both')):
+       errors.EXIT_USAGE, 'not both')):
     code = conftest.run_label_image(image=written['red'][0], **model_flags)
-    assert code in (errors.EXIT_MODEL, errors.EXIT_USAGE)
     err = capsys.readouterr().err
+    assert code == expected_code, (model_flags, err)
     assert message in err and 'Traceback' not in err, err
 
 

@@ -4,7 +4,8 @@ The SavedModel holds everything needed to label a photo: the backbone, its
 preprocessing, the head and the labels. Its signatures:
 
   serving_default: image_bytes string [batch] (JPEG, PNG, BMP, GIF, WebP files)
-                   -> probabilities float32 [batch, classes]
+                   -> probabilities float32 [batch, classes]; decodes as the
+                   cache stage does (`graph_decode`)
   serving_images:  images float32 [batch, height, width, 3] in [0, 1]
                    -> probabilities float32 [batch, classes]
 
@@ -29,6 +30,7 @@ from tensorflow.python.framework import convert_to_constants  # pylint: disable=
 
 from bottleneck import errors
 from bottleneck.export import formats
+from bottleneck.export import graph_decode
 from bottleneck import publish
 
 
@@ -59,13 +61,12 @@ class Classifier(tf.Module):
     return tf.nn.softmax(logits + self.head_biases)
 
   def decode(self, image_bytes):
-    """string [batch] of image files -> float32 [batch, height, width, 3]."""
-    def one(data):
-      image = tf.io.decode_image(data, channels=3, dtype=tf.float32,
-                                 expand_animations=False)
-      return tf.image.resize(image, self._size, antialias=True)
-    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
-        [*self._size, 3], tf.float32))
+    """string [batch] of image files -> float32 [batch, height, width, 3].
+
+    The cache stage's pixels (see `graph_decode`), so that serving_default
+    answers as label_image.py does for the same file.
+    """
+    return graph_decode.decode_images(image_bytes, self._size)
 
 
 def write_model(backbone, head, labels, staging, *, metadata, trained_on=None):

@@ -1,10 +1,12 @@
 """Stage 2, features: pixels -> bottleneck vectors, computed once and cached.
 
-  backbones  name or handle -> a frozen feature extractor (one surface)
-  tflite     the LiteRT runtime for .tflite backbones and classifiers
-  quantize   a post-training int8 copy of a backbone
-  store      the crash-safe HDF5 + journal file of one backbone's vectors
-  cache      the cache stage: decode and run the backbone only for new photos
+  backbones     name or handle -> a frozen feature extractor (one surface)
+  keras_models  the keras: backbones: which models, and building one
+  hub_sizes     the input size of a TF Hub-style SavedModel, and its source
+  tflite        the LiteRT runtime for .tflite backbones and classifiers
+  quantize      a post-training int8 copy of a backbone
+  store         the crash-safe HDF5 + journal file of one backbone's vectors
+  cache         the cache stage: decode and run the backbone only for new photos
 
 Imports point down the pipeline: this package uses `data`, never later stages.
 """

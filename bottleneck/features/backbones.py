@@ -7,46 +7,25 @@ a function from float32 images in [0, 1] to feature vectors. Three sources:
   * a TF Hub handle or URL, loaded with `hub.load` (honours TFHUB_CACHE_DIR);
   * a local SavedModel folder that follows TF Hub's image feature-vector
     contract (float32 [batch, height, width, 3] in [0, 1] -> [batch, features]);
+    `hub_sizes` chooses the input size of these two;
   * `keras:NAME`, a `keras.applications` model with include_top=False and
-    pooling='avg'; weights 'imagenet' (resolved through KERAS_HOME as Keras does),
-    'none' (random, seeded) or a weights file.
+    pooling='avg' (the table is in `keras_models`); weights 'imagenet'
+    (resolved through KERAS_HOME as Keras does), 'none' (random, seeded) or a
+    weights file.
 """
 
 import dataclasses
 import hashlib
 import os
-import re
 import urllib.error
 
 import tensorflow as tf
 
 from bottleneck import errors
+from bottleneck.features import hub_sizes
+from bottleneck.features import keras_models
 
 KERAS_PREFIX = 'keras:'
-
-
-@dataclasses.dataclass(frozen=True)
-class KerasSpec:
-  constructor: str  # Name in keras.applications.
-  preprocess_module: str  # keras.applications.<this>.preprocess_input
-  image_size: int  # The size its ImageNet weights were trained at.
-
-
-KERAS_MODELS = {
-    'mobilenet': KerasSpec('MobileNet', 'mobilenet', 224),
-    'mobilenet_v2': KerasSpec('MobileNetV2', 'mobilenet_v2', 224),
-    'mobilenet_v3_small': KerasSpec('MobileNetV3Small', 'mobilenet_v3', 224),
-    'mobilenet_v3_large': KerasSpec('MobileNetV3Large', 'mobilenet_v3', 224),
-    'efficientnet_b0': KerasSpec('EfficientNetB0', 'efficientnet', 224),
-    'efficientnetv2_b0': KerasSpec('EfficientNetV2B0', 'efficientnet_v2', 224),
-    'inception_v3': KerasSpec('InceptionV3', 'inception_v3', 299),
-    'resnet50': KerasSpec('ResNet50', 'resnet50', 224),
-    'xception': KerasSpec('Xception', 'xception', 299),
-    'densenet121': KerasSpec('DenseNet121', 'densenet', 224),
-}
-# TF Hub's common input size, for modules that accept any size and whose handle
-# does not say (most handles end in _224 or the like, which is used instead).
-_HUB_DEFAULT_SIZE = 224
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +66,15 @@ def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0):
     keras_weights: for keras: names, 'imagenet', 'none' or a weights file.
     image_size: input size to use; 0 for the backbone's own.
     seed: seeds random weights for keras_weights='none', so that two runs build
-      the same backbone (and share the cache).
+      the same backbone (and share the cache). Python's, NumPy's and
+      TensorFlow's global random state are left as they were.
 
   Returns:
     A `Backbone`.
 
   Raises:
-    errors.UsageError: unknown keras name, missing weights file or folder.
+    errors.UsageError: unknown keras name, missing weights file or folder, an
+      image_size too small for the keras model.
     errors.ModelError: the backbone cannot be downloaded or loaded, or does not
       follow the feature-vector contract.
   """
@@ -103,49 +84,32 @@ def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0):
 
 
 def _load_keras(name, weights, image_size, seed):
-  import keras  # pylint: disable=g-import-not-at-top
   short = name[len(KERAS_PREFIX):]
-  if short not in KERAS_MODELS:
+  if short not in keras_models.KERAS_MODELS:
     raise errors.UsageError(
         f'Unknown backbone {name!r}. Known keras: backbones: '
-        f'{", ".join(KERAS_PREFIX + k for k in KERAS_MODELS)}.')
-  spec = KERAS_MODELS[short]
+        f'{", ".join(KERAS_PREFIX + k for k in keras_models.KERAS_MODELS)}.')
+  spec = keras_models.KERAS_MODELS[short]
   size = image_size or spec.image_size
+  if size < spec.min_size:
+    raise errors.UsageError(
+        f'--image_size {size} is too small for {name}, which takes at least '
+        f'{spec.min_size}x{spec.min_size} (its own size is {spec.image_size}).')
   if weights == 'none':
-    keras.utils.set_random_seed(seed)
     weights_arg = None
-  elif weights == 'imagenet':
-    weights_arg = 'imagenet'
-  elif os.path.isfile(weights):
+  elif weights == 'imagenet' or os.path.isfile(weights):
     weights_arg = weights
   else:
     raise errors.UsageError(
         f'--keras_weights {weights!r} is not imagenet, none or an existing '
         'weights file.')
-  constructor = getattr(keras.applications, spec.constructor)
-  try:
-    model = constructor(include_top=False, weights=weights_arg, pooling='avg',
-                        input_shape=(size, size, 3))
-  except Exception as e:  # Keras raises a bare Exception for failed downloads.
-    if 'URL fetch failure' not in str(e):
-      raise errors.ModelError(
-          f'Cannot build {name} with weights {weights!r}: {e}') from e
-    file_name = re.search(r'/([^/\s:]+\.h5)', str(e))
-    # Keras reads KERAS_HOME once, when it is imported; ask it what it uses.
-    from keras.src.backend import config as keras_config  # pylint: disable=g-import-not-at-top
-    keras_home = keras_config.keras_home()
-    raise errors.ModelError(
-        f'Cannot download the ImageNet weights of {name} (no network?). Put '
-        f'{file_name.group(1) if file_name else "the weights file"} into '
-        f'{os.path.join(keras_home, "models")} (set KERAS_HOME to use another '
-        'folder), or pass --keras_weights=/path/to/weights.h5.') from e
-  preprocess_module = getattr(keras.applications, spec.preprocess_module)
+  model, preprocess_input = keras_models.build(
+      name, spec, weights=weights_arg, size=size, seed=seed)
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, size, size, 3], tf.float32)])
   def features(images):
-    return model(preprocess_module.preprocess_input(images * 255.0),
-                 training=False)
+    return model(preprocess_input(images * 255.0), training=False)
 
   preprocessing = (f'keras.applications.{spec.preprocess_module}.'
                    'preprocess_input(255 * image)')
@@ -177,7 +141,7 @@ def _load_savedmodel(name, image_size):
     raise errors.ModelError(
         f'{name} is not callable: it looks like a TF1 Hub module. Use the TF2 '
         'SavedModel version of the feature vector.')
-  size = image_size or _hub_image_size(name, module)
+  size = hub_sizes.input_size(name, module, requested=image_size)
   call_kwargs = {'training': False} if _takes_training(module) else {}
 
   @tf.function(input_signature=[
@@ -196,18 +160,6 @@ def _load_savedmodel(name, image_size):
   return _finish(name, id_name, (size, size),
                  'none: [0, 1] in (TF Hub contract)', module, features,
                  graph + [v.numpy() for v in getattr(module, 'variables', [])])
-
-
-def _hub_image_size(name, module):
-  """The module's fixed input size, else the size its handle names, else 224."""
-  for fn in getattr(module.__call__, 'concrete_functions', []):
-    args = fn.structured_input_signature[0]
-    if args and isinstance(args[0], tf.TensorSpec):
-      shape = args[0].shape
-      if shape.rank == 4 and shape[1] and shape[1] == shape[2]:
-        return int(shape[1])
-  match = re.search(r'_(\d{3})(?:/|$|_)', name)
-  return int(match.group(1)) if match else _HUB_DEFAULT_SIZE
 
 
 def _takes_training(module):

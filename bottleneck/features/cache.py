@@ -28,18 +28,36 @@ from bottleneck.features import store
 class CacheResult:
   """What the cache stage produced.
 
+  The counts are of distinct contents (SHA-256 of the bytes), the unit the
+  cache and the backbone work in: reused + computed + undecodable is the
+  number of distinct photos, and `duplicates` photos more share their bytes
+  with one of them.
+
   Attributes:
     photos: the photos that have a vector, in input order.
     vectors: float32 [len(photos), feature_dim], row i for photos[i].
     skipped: list of (path, reason) for photos that could not be decoded.
-    reused: number of photos whose vector was already cached.
-    computed: number of vectors computed by this run.
+    reused: distinct contents whose vector was already cached.
+    computed: distinct contents whose vector this run computed.
+    undecodable: distinct contents that could not be decoded.
+    duplicates: photos whose bytes an earlier photo of the input has too.
   """
   photos: list
   vectors: np.ndarray
   skipped: list
   reused: int
   computed: int
+  undecodable: int
+  duplicates: int
+
+  @property
+  def counts(self):
+    """The counts as metrics.json records them: {name: int}."""
+    distinct = self.reused + self.computed + self.undecodable
+    return {'photos': distinct + self.duplicates, 'distinct': distinct,
+            'reused': self.reused, 'computed': self.computed,
+            'could_not_decode': self.undecodable,
+            'duplicates': self.duplicates}
 
 
 def cache_path(bottleneck_dir, backbone):
@@ -67,7 +85,7 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size):
   """
   vectors = store.VectorStore(cache_path(bottleneck_dir, backbone), backbone)
   try:
-    reused = sum(p.digest in vectors for p in photos)
+    distinct = {p.digest for p in photos}
     todo = list({p.digest: p for p in reversed(photos)
                  if p.digest not in vectors}.values())[::-1]
     failed = _compute(todo, backbone, vectors, batch_size)
@@ -77,11 +95,16 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size):
     found = vectors.read([p.digest for p in ok])
   finally:
     vectors.close()
-  computed = len(todo) - len(failed)
-  logging.info('Bottlenecks: reused %s, computed %s, could not decode %s '
-               '(%s photos).', f'{reused:,}', f'{computed:,}',
-               f'{len(skipped):,}', f'{len(photos):,}')
-  return CacheResult(ok, found, skipped, reused, computed)
+  result = CacheResult(ok, found, skipped, reused=len(distinct) - len(todo),
+                       computed=len(todo) - len(failed),
+                       undecodable=len(failed),
+                       duplicates=len(photos) - len(distinct))
+  logging.info('Bottlenecks: %s photos (%s distinct): reused %s, computed %s, '
+               'could not decode %s; %s duplicate(s) of another photo\'s '
+               'bytes.', *(f'{result.counts[name]:,}' for name in (
+                   'photos', 'distinct', 'reused', 'computed',
+                   'could_not_decode', 'duplicates')))
+  return result
 
 
 def _compute(todo, backbone, vectors, batch_size):

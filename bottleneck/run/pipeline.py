@@ -22,7 +22,6 @@ from bottleneck.export import saved_model
 from bottleneck.run import fingerprint
 from bottleneck.export import formats
 from bottleneck.run import gate
-from bottleneck.train import head as head_lib
 from bottleneck.data import images
 from bottleneck.run import locks
 from bottleneck.train import metrics
@@ -41,12 +40,13 @@ class RunSummary:
     labels: list of str, class-index order.
     split_sizes: dict from split name to number of photos.
     test_accuracy: float in [0, 1], or None without test photos.
-    reused: vectors found in the cache.
-    computed: vectors computed by this run.
+    reused: distinct photo contents whose vector was found in the cache.
+    computed: distinct photo contents whose vector this run computed.
     skipped: list of (path, reason) for files that were not used.
     kept: True if the model in place was kept because nothing had changed.
     exports: {form: {'path', 'features', 'test_accuracy'}} of the exported
       forms measured on the test photos (see `release`); {} if none was.
+    duplicates: photos with the same bytes as another photo of the run.
   """
   labels: list
   split_sizes: dict
@@ -56,6 +56,7 @@ class RunSummary:
   skipped: list
   kept: bool = False
   exports: dict = dataclasses.field(default_factory=dict)
+  duplicates: int = 0
 
 
 def refused_metrics_path(saved_model_dir):
@@ -124,7 +125,8 @@ def _retrain(config, outputs, start):
     return RunSummary(in_place.get('labels', labels),
                       in_place.get('split_sizes', {}),
                       in_place.get('test_accuracy'), cached.reused,
-                      cached.computed, skipped, kept=True)
+                      cached.computed, skipped, kept=True,
+                      duplicates=cached.duplicates)
 
   labels, usable = _usable_classes(labels, cached.photos)
   splits = images.split_photos(
@@ -147,8 +149,8 @@ def _retrain(config, outputs, start):
   run_dir = summaries.new_run_dir(config.summaries_dir)
   head = recipes.train_head(config, data['training'], data['validation'],
                             num_classes=len(labels), summaries_dir=run_dir)
-  test_accuracy, truth, predicted = _test(head, data['testing'],
-                                          splits['testing'], labels, config)
+  test_accuracy, truth, predicted = metrics.final_test(
+      head, data['testing'], splits['testing'], labels, config)
   lap('train_and_test')
   if run_dir:
     matrix = metrics.confusion_matrix(truth, predicted, len(labels))
@@ -157,15 +159,17 @@ def _retrain(config, outputs, start):
                  *metrics.confusion_png(matrix, labels))
     writer.close()
 
+  refusal, gate_figures = gate.check(
+      config, test_accuracy=test_accuracy, head=head, labels=labels,
+      backbone=backbone, splits=splits, data=data)
+
   def run_metrics(decision):
     return metrics.build(labels=labels, splits=splits, truth=truth,
                          predicted=predicted, config=config, backbone=backbone,
                          durations=durations, skipped=skipped,
+                         bottlenecks=cached.counts, gate=gate_figures,
                          decision=decision)
 
-  refusal = gate.refusal(config, test_accuracy, lambda: gate.old_model_accuracy(
-      config.saved_model_dir, backbone, labels, splits['testing'],
-      data['testing'][0]))
   if refusal:
     path = refused_metrics_path(config.saved_model_dir)
     publish.write_file(path, formats.json_bytes(run_metrics(f'refused: '
@@ -196,7 +200,8 @@ def _retrain(config, outputs, start):
                f'{sizes["training"]:,}', _percent(test_accuracy), len(skipped),
                config.saved_model_dir)
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
-                    cached.computed, skipped, exports=exports)
+                    cached.computed, skipped, exports=exports,
+                    duplicates=cached.duplicates)
 
 
 def _int8_backbone(config, float_backbone, photos):
@@ -261,29 +266,3 @@ def _usable_classes(labels, photos):
   new_index = {old: new for new, old in enumerate(keep)}
   return ([labels[i] for i in keep],
           [dataclasses.replace(p, label=new_index[p.label]) for p in photos])
-
-
-def _test(head, test_data, test_photos, labels, config):
-  """Logs retrain.py's final test line.
-
-  Returns:
-    (accuracy or None, true classes int [n], predicted classes int [n]) of
-    the test photos evaluated.
-  """
-  vectors, truth = test_data
-  if not len(truth):
-    logging.warning('No test photos (--testing_percentage %s): the final test '
-                    'accuracy cannot be measured.', config.testing_percentage)
-    return None, truth, truth
-  rng = np.random.default_rng(config.random_seed + 1)
-  indices = head_lib.sample(rng, len(truth), config.test_batch_size)
-  predictions = head.probabilities(vectors[indices]).argmax(axis=1)
-  accuracy = float(np.mean(predictions == truth[indices]))
-  logging.info('Final test accuracy = %.1f%% (N=%d)', accuracy * 100,
-               len(indices))
-  if config.print_misclassified_test_images:
-    logging.info('=== MISCLASSIFIED TEST IMAGES ===')
-    for i, predicted in zip(indices, predictions):
-      if predicted != truth[i]:
-        logging.info('%70s  %s', test_photos[i].path, labels[predicted])
-  return accuracy, truth[indices], predictions

@@ -12,16 +12,35 @@ quality gate refused, for programs that watch a nightly run:
     "confusion_matrix": [[36, 1, ...], ...],  (row: true class, column:
                                                predicted class; test photos)
     "backbone": {...}, "flags": {...}, "durations_seconds": {...},
-    "skipped": [{"path": "...", "reason": "..."}], "skipped_count": 1
+    "skipped": [{"path": "...", "reason": "..."}], "skipped_count": 1,
+    "bottlenecks": {"photos": 2000, "distinct": 1998, "reused": 1990,
+                    "computed": 8, "could_not_decode": 0, "duplicates": 2},
+    "gate": {"compared_on": "validation", "photos": 196,
+             "new_accuracy": 0.92, "in_place_accuracy": 0.91,
+             "in_place": "evaluated"}   (null without --promote_if_better)
   }
+
+"bottlenecks" has the counts of the cache stage's log line: reused, computed
+and could_not_decode count distinct contents (they add up to "distinct");
+"duplicates" photos more have the same bytes as one of them.
+
+"gate" is --promote_if_better's comparison (see `run.gate`): the set that
+decided ("validation"; "testing" only when there are no validation photos),
+its size, and both models' accuracy on it; "test_accuracy" is the new model's
+own, measured before and apart from that choice. "in_place" is "evaluated",
+"none" (no model in place), "replaced: <why>" (damaged beyond use) or
+"kept: <why>" (it could not be compared).
 """
 
 import dataclasses
 import io
 
+from absl import logging
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+
+from bottleneck.train import head as head_lib
 
 
 def confusion_matrix(truth, predicted, num_classes):
@@ -45,7 +64,7 @@ def per_class(matrix, labels):
 
 
 def build(*, labels, splits, truth, predicted, config, backbone, durations,
-          skipped, decision):
+          skipped, bottlenecks, gate, decision):
   """The metrics.json dict.
 
   Args:
@@ -57,6 +76,8 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
     backbone: the `backbones.Backbone`.
     durations: {stage: seconds}.
     skipped: list of (path, reason).
+    bottlenecks: the cache stage's counts (`cache.CacheResult.counts`).
+    gate: the quality gate's comparison (`gate.check`), or None.
     decision: 'published', or 'refused: <why>'.
   """
   matrix = confusion_matrix(truth, predicted, len(labels))
@@ -82,7 +103,42 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       'durations_seconds': {k: round(v, 3) for k, v in durations.items()},
       'skipped': [{'path': path, 'reason': reason} for path, reason in skipped],
       'skipped_count': len(skipped),
+      'bottlenecks': dict(bottlenecks),
+      'gate': gate,
   }
+
+
+def final_test(head, test_data, test_photos, labels, config):
+  """Measures the head on the test photos and logs retrain.py's final line.
+
+  Args:
+    head: the trained `head.Head`.
+    test_data: (float32 [n, feature_dim] vectors, int32 [n] classes).
+    test_photos: list of n `images.Photo` (--print_misclassified_test_images).
+    labels: list of str, class-index order.
+    config: the run's `config.RetrainConfig` (seed, test batch size).
+
+  Returns:
+    (accuracy or None, true classes int [n], predicted classes int [n]) of
+    the test photos evaluated.
+  """
+  vectors, truth = test_data
+  if not len(truth):
+    logging.warning('No test photos (--testing_percentage %s): the final test '
+                    'accuracy cannot be measured.', config.testing_percentage)
+    return None, truth, truth
+  rng = np.random.default_rng(config.random_seed + 1)
+  indices = head_lib.sample(rng, len(truth), config.test_batch_size)
+  predictions = head.probabilities(vectors[indices]).argmax(axis=1)
+  accuracy = float(np.mean(predictions == truth[indices]))
+  logging.info('Final test accuracy = %.1f%% (N=%d)', accuracy * 100,
+               len(indices))
+  if config.print_misclassified_test_images:
+    logging.info('=== MISCLASSIFIED TEST IMAGES ===')
+    for i, predicted in zip(indices, predictions):
+      if predicted != truth[i]:
+        logging.info('%70s  %s', test_photos[i].path, labels[predicted])
+  return accuracy, truth[indices], predictions
 
 
 def confusion_png(matrix, labels, *, cell=40):
