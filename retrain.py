@@ -50,19 +50,36 @@ flags.DEFINE_integer('image_size', _D['image_size'],
                      'Input size of the backbone; 0 for its own.')
 flags.DEFINE_float('testing_percentage', _D['testing_percentage'],
                    'Percentage of photos held out for the final test.')
-flags.DEFINE_float('validation_percentage', _D['validation_percentage'],
-                   'Percentage of photos used for validation during training.')
-flags.DEFINE_integer('how_many_training_steps',
-                     _D['how_many_training_steps'],
-                     'Training steps of the softmax head.')
-flags.DEFINE_float('learning_rate', _D['learning_rate'],
-                   'Learning rate of the head (plain gradient descent).')
-flags.DEFINE_integer('train_batch_size', _D['train_batch_size'],
-                     'Photos per training step.')
+flags.DEFINE_float(
+    'validation_percentage', _D['validation_percentage'],
+    'Percentage of photos used for validation during training (the standard '
+    'head chooses its L2 strength on them).')
+flags.DEFINE_enum(
+    'head_recipe', _D['head_recipe'], config.HEAD_RECIPES,
+    'How the softmax head is trained. standard: on standardized features, '
+    'with L2 regularization whose strength is chosen on the validation '
+    'photos, by full-batch L-BFGS; fits wide, mixed features. retrain: '
+    'retrain.py\'s exact head (plain SGD on raw features, random batches, no '
+    'regularization), for those who need the old behaviour. README.md, The '
+    'head, says which training flags apply to which.')
+flags.DEFINE_integer(
+    'how_many_training_steps', _D['how_many_training_steps'],
+    'Training steps of the head. retrain: SGD steps. standard: the most '
+    'L-BFGS steps of each L2 strength tried (each usually converges in 10-50).')
+flags.DEFINE_float(
+    'learning_rate', _D['learning_rate'],
+    'Learning rate of the head: --head_recipe retrain only (plain gradient '
+    'descent); the standard recipe has a line search instead.')
+flags.DEFINE_integer(
+    'train_batch_size', _D['train_batch_size'],
+    'Photos per training step: --head_recipe retrain only; the standard '
+    'recipe uses every training photo at every step.')
 flags.DEFINE_integer('eval_step_interval', _D['eval_step_interval'],
                      'Evaluate and log every this many steps.')
-flags.DEFINE_integer('validation_batch_size', _D['validation_batch_size'],
-                     'Validation photos per evaluation; -1 for all.')
+flags.DEFINE_integer(
+    'validation_batch_size', _D['validation_batch_size'],
+    'Validation photos per evaluation; -1 for all. --head_recipe retrain '
+    'only; the standard recipe always evaluates them all.')
 flags.DEFINE_integer('test_batch_size', _D['test_batch_size'],
                      'Test photos for the final test; -1 for all.')
 flags.DEFINE_bool('print_misclassified_test_images',

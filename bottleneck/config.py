@@ -35,6 +35,19 @@ OUTPUT_FORMATS = ('text', 'json', 'csv')
 # How the cache stage runs the backbone: TensorFlow in float32, or a
 # post-training int8 TFLite copy of it (see quantize.py).
 PRECISIONS = ('float32', 'int8')
+# How the head is trained (README.md, The head): 'standard' (train/standard.py:
+# standardized features, L2 chosen on the validation photos, L-BFGS) or
+# 'retrain' (train/head.py: retrain.py's plain SGD on raw features).
+HEAD_RECIPES = ('standard', 'retrain')
+# The standard recipe's L2 strengths (l2 in mean cross entropy + l2 *
+# sum(weights**2), on standardized features), tried strongest first, half a
+# decade apart: from 10, which keeps the weights near zero, to 1e-4, almost
+# none. The best strength grows with the number of features (more of them
+# share the same signal), hence the wide range; strong fits take few steps.
+# Without validation photos, DEFAULT_L2: the strength the issue's comparison
+# used (Keras's l2(1e-3)) on MobileNetV2 features of three photo sets.
+L2_STRENGTHS = tuple(10.0 ** (-e / 2) for e in range(-2, 9))  # 10 ... 1e-4.
+DEFAULT_L2 = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +62,7 @@ class RetrainConfig:
   image_size: int = 0  # 0: the backbone's own input size.
   testing_percentage: float = 10.0
   validation_percentage: float = 10.0
+  head_recipe: str = 'standard'  # One of HEAD_RECIPES.
   how_many_training_steps: int = 4000
   learning_rate: float = 0.01
   train_batch_size: int = 100
@@ -110,6 +124,9 @@ class RetrainConfig:
     if not self.bottleneck_layers.strip(' ,'):
       problems.append('--bottleneck_layers is empty; pass auto, last or '
                       'layer names separated by commas.')
+    if self.head_recipe not in HEAD_RECIPES:
+      problems.append(f'--head_recipe is {self.head_recipe!r}; it must be one '
+                      f'of {", ".join(HEAD_RECIPES)}.')
     if self.backbone_precision not in PRECISIONS:
       problems.append(f'--backbone_precision is {self.backbone_precision!r}; '
                       f'it must be one of {", ".join(PRECISIONS)}.')

@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
+from bottleneck import config
 from bottleneck.train import head as head_lib
+from bottleneck.train import recipes
 
 SCHEDULE = head_lib.Schedule(steps=400, learning_rate=0.5, train_batch_size=50,
                              eval_step_interval=100, validation_batch_size=-1)
@@ -104,6 +106,40 @@ def test_a_step_follows_tensorflows_gradient():
   np.testing.assert_allclose(after.biases, start.biases - 0.5 * d_biases,
                              atol=1e-6)
   assert np.abs(start.weights).max() <= 0.002  # Truncated at 2 stddev.
+
+
+def test_retrain_recipe_is_the_old_head_bit_for_bit(caplog):
+  """--head_recipe retrain runs this module's train_head, unchanged.
+
+  The figures were printed by train_head at commit 20f0c04, before the
+  standard recipe existed, with these data, schedule and seed.
+  """
+  caplog.set_level(logging.INFO)
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 3, 60)
+  vectors = rng.normal(0, 1, (60, 8)).astype(np.float32) + labels[:, None]
+  split = dict(train=(vectors[:40], labels[:40]),
+               validation=(vectors[40:], labels[40:]), num_classes=3)
+  run = config.RetrainConfig(
+      image_dir='-', head_recipe='retrain', how_many_training_steps=50,
+      learning_rate=0.1, train_batch_size=10, eval_step_interval=10,
+      validation_batch_size=20, random_seed=3)
+  head = recipes.train_head(run, **split)
+  recipe_log = caplog.text
+  caplog.clear()
+  direct = head_lib.train_head(**split, seed=3, schedule=head_lib.Schedule(
+      steps=50, learning_rate=0.1, train_batch_size=10, eval_step_interval=10,
+      validation_batch_size=20))
+  np.testing.assert_array_equal(head.weights, direct.weights)
+  np.testing.assert_array_equal(head.biases, direct.biases)
+  assert recipe_log == caplog.text and 'Step 49: Cross entropy' in recipe_log
+  np.testing.assert_allclose(head.weights[:2], [
+      [-0.2630281448364258, -0.010222852230072021, 0.2740268111228943],
+      [-0.35428574681282043, 0.1676517128944397, 0.1853979378938675]],
+                             rtol=1e-5)
+  np.testing.assert_allclose(head.biases, [
+      0.6527917981147766, -0.017254352569580078, -0.6355375051498413],
+                             rtol=1e-5)
 
 
 def test_sample_takes_the_whole_set_when_asked_for_as_many():

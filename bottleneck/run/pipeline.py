@@ -22,12 +22,12 @@ from bottleneck.export import saved_model
 from bottleneck.run import fingerprint
 from bottleneck.export import formats
 from bottleneck.run import gate
-from bottleneck.train import head as head_lib
 from bottleneck.data import images
 from bottleneck.run import locks
 from bottleneck.train import metrics
 from bottleneck import publish
 from bottleneck.features import quantize
+from bottleneck.train import recipes
 from bottleneck.run import release
 from bottleneck.train import summaries
 
@@ -150,15 +150,8 @@ def _retrain(config, outputs, start):
                     labels[index])
 
   run_dir = summaries.new_run_dir(config.summaries_dir)
-  head = head_lib.train_head(
-      data['training'], data['validation'], num_classes=len(labels),
-      schedule=head_lib.Schedule(
-          steps=config.how_many_training_steps,
-          learning_rate=config.learning_rate,
-          train_batch_size=config.train_batch_size,
-          eval_step_interval=config.eval_step_interval,
-          validation_batch_size=config.validation_batch_size),
-      seed=config.random_seed, summaries_dir=run_dir)
+  head = recipes.train_head(config, data['training'], data['validation'],
+                            num_classes=len(labels), summaries_dir=run_dir)
   test_accuracy, truth, predicted = metrics.final_test(
       head, data['testing'], splits['testing'], labels, config)
   lap('train_and_test')

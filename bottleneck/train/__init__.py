@@ -1,6 +1,9 @@
 """Stage 3, train: cached vectors -> a softmax head, and what it measured.
 
-  head       train and evaluate the head on cached vectors
+  recipes    the one call that trains the head by --head_recipe
+  standard   the standard recipe: standardized features, L2, L-BFGS
+  lbfgs      the L-BFGS minimizer it uses
+  head       the head, and retrain.py's recipe (plain SGD on raw features)
   metrics    per-class figures, the confusion matrix and its picture
   summaries  TensorBoard event files, written with TensorFlow alone
 """
