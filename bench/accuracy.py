@@ -45,15 +45,19 @@ from bottleneck.train import recipes
 # One row per configuration: its name and the retrain.py flags it sets on top
 # of BASE. Adding a configuration is adding a line.
 CONFIGURATIONS = (
-    ('retrain.py\'s head (`--head_recipe retrain`), last layer',
-     dict(head_recipe='retrain')),
+    ('before issue 11: retrain.py\'s head (`--head_recipe retrain`), last '
+     'layer', dict(head_recipe='retrain', bottleneck_layers='last')),
     ('standard head (`--head_recipe standard`), last layer',
-     dict(head_recipe='standard')),
+     dict(head_recipe='standard', bottleneck_layers='last')),
+    ('retrain.py\'s head, `auto` layers',
+     dict(head_recipe='retrain', bottleneck_layers='auto')),
+    ('the defaults: standard head, `auto` layers',
+     dict(head_recipe='standard', bottleneck_layers='auto')),
 )
 # The config fields the cache stage reads: configurations that agree on them
 # share one cache stage. A flag that changes the features belongs here.
 FEATURE_FIELDS = ('tfhub_module', 'keras_weights', 'image_size',
-                  'backbone_precision')
+                  'backbone_precision', 'bottleneck_layers')
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
@@ -121,7 +125,8 @@ def cache_stage(run_config):
                               'add the int8 copy as pipeline.py makes it.')
   backbone = backbones.load_backbone(
       run_config.tfhub_module, keras_weights=run_config.keras_weights,
-      image_size=run_config.image_size, seed=run_config.random_seed)
+      image_size=run_config.image_size, seed=run_config.random_seed,
+      layers=run_config.bottleneck_layers)
   with tempfile.TemporaryDirectory() as fresh:
     # As measure.cache_stage (list, hash, look up, compute), on the subset.
     begin = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 
 from bench import measure
 from bottleneck import config
-from bottleneck.train import head as head_lib
+from bottleneck.train import recipes
 from bottleneck.features import quantize
 from bottleneck.run import release
 from bottleneck.features import tflite
@@ -114,7 +114,7 @@ def speed_rows(table, med, *, photos, distinct, cores, convert_seconds,
 
 
 def accuracy_and_run(table, *, cached, split, float_head, float_accuracy,
-                     schedule, backbone, flowers_dir, work_dir, retrain_args):
+                     run_config, backbone, flowers_dir, work_dir, retrain_args):
   """The int8 accuracy rows and a whole int8 run; returns its int8 .tflite.
 
   Args:
@@ -123,22 +123,21 @@ def accuracy_and_run(table, *, cached, split, float_head, float_accuracy,
     split: `images.split_photos` of them (10% test, 10% validation).
     float_head: the `head.Head` trained on the float vectors.
     float_accuracy: its test accuracy, in [0, 1].
-    schedule: the `head.Schedule` it was trained with.
+    run_config: the `config.RetrainConfig` whose head recipe trained it.
     backbone: the float32 `backbones.Backbone`.
     flowers_dir: the flower photos' folder.
     work_dir: folder for caches and models.
     retrain_args: function(image_dir, name) -> retrain.py's argument list.
   """
-  # Accuracy: the same schedule and seed on float and on int8 vectors.
+  # Accuracy: the same recipe and seed on float and on int8 vectors.
   rows = {p.digest: v for p, v in zip(cached.photos, cached.vectors)}
   def vectors(members):
     return (np.stack([rows[p.digest] for p in members]),
             np.array([p.label for p in members], np.int32))
   with tempfile.TemporaryDirectory() as logs, measure.logs_to_devnull():
-    int8_head = head_lib.train_head(
-        vectors(split['training']), vectors(split['validation']),
-        num_classes=int(float_head.biases.shape[0]), schedule=schedule, seed=0,
-        summaries_dir=logs)
+    int8_head = recipes.train_head(
+        run_config, vectors(split['training']), vectors(split['validation']),
+        num_classes=int(float_head.biases.shape[0]), summaries_dir=logs)
   test_x, test_y = vectors(split['testing'])
   table.accuracy(f'final test accuracy, flower test photos (N={len(test_y)})',
                  float_accuracy, measure.accuracy(int8_head, test_x, test_y),

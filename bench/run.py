@@ -43,7 +43,7 @@ from bench import rounds
 from bottleneck.features import backbones
 from bottleneck import config
 from bottleneck.data import decode
-from bottleneck.train import head as head_lib
+from bottleneck.train import recipes
 from bottleneck.data import images
 from bottleneck import predict
 
@@ -166,24 +166,20 @@ def main(argv):
   def vectors(members):
     return (np.stack([rows[p.digest] for p in members]),
             np.array([p.label for p in members], np.int32))
-  defaults = config.RetrainConfig(image_dir='-')
-  schedule = head_lib.Schedule(
-      defaults.how_many_training_steps, defaults.learning_rate,
-      defaults.train_batch_size, defaults.eval_step_interval,
-      defaults.validation_batch_size)
+  defaults = config.RetrainConfig(image_dir='-')  # The default head recipe.
   heads = []
   def train():
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as logs:
-      heads.append(head_lib.train_head(
-          vectors(split['training']), vectors(split['validation']),
-          num_classes=len(labels), schedule=schedule, seed=0,
-          summaries_dir=logs))
+      heads.append(recipes.train_head(
+          defaults, vectors(split['training']), vectors(split['validation']),
+          num_classes=len(labels), summaries_dir=logs))
     return time.perf_counter() - start
   with measure.logs_to_devnull():  # Formatted as in a run, but not shown here.
     head_seconds = median_of(train)
-  table.seconds(f'head training, {schedule.steps} steps of '
-                f'{schedule.train_batch_size}, {len(flowers):,} vectors',
+  table.seconds(f'head training, --head_recipe {defaults.head_recipe}, '
+                f'{len(flowers):,} vectors of {backbone.feature_dim:,} '
+                'features',
                 head_seconds, med['flowers'], 'cache stage time', 0.05,
                 at_most=True)
 
@@ -209,7 +205,7 @@ def main(argv):
   tflite_path = int8.accuracy_and_run(
       table, cached=last['int8'], split=split, float_head=head,
       float_accuracy=measure.accuracy(head, test_x, test_y),
-      schedule=schedule, backbone=backbone, flowers_dir=flowers_dir,
+      run_config=defaults, backbone=backbone, flowers_dir=flowers_dir,
       work_dir=FLAGS.work_dir, retrain_args=retrain_args)
 
   logging.info('Warm reruns...')
