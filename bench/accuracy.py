@@ -45,8 +45,8 @@ from bottleneck.train import recipes
 # One row per configuration: its name and the retrain.py flags it sets on top
 # of BASE. Adding a configuration is adding a line.
 CONFIGURATIONS = (
-    ('before issue 11: retrain.py\'s head (`--head_recipe retrain`), last '
-     'layer', dict(head_recipe='retrain', bottleneck_layers='last')),
+    ('the defaults before: retrain.py\'s head (`--head_recipe retrain`), '
+     'last layer', dict(head_recipe='retrain', bottleneck_layers='last')),
     ('standard head (`--head_recipe standard`), last layer',
      dict(head_recipe='standard', bottleneck_layers='last')),
     ('retrain.py\'s head, `auto` layers',
