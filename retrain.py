@@ -44,8 +44,9 @@ flags.DEFINE_enum(
     'float32: the cache stage runs the backbone in TensorFlow. int8: it runs a '
     'post-training int8 TFLite copy of it (LiteRT), converted once and cached '
     'in --bottleneck_dir; faster than float32 on most CPUs, at about the same '
-    'accuracy (README.md, Performance, has measured figures). The SavedModel and frozen graph still run the float '
-    'backbone (metrics.json measures them); the int8 .tflite runs the copy.')
+    'accuracy (README.md, Performance, has measured figures). The SavedModel '
+    'and frozen graph still run the float backbone (metrics.json measures '
+    'them); the int8 .tflite runs the copy.')
 flags.DEFINE_integer('image_size', _D['image_size'],
                      'Input size of the backbone; 0 for its own.')
 flags.DEFINE_float('testing_percentage', _D['testing_percentage'],
