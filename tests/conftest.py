@@ -32,6 +32,8 @@ import tensorflow_hub  # pylint: disable=unused-import
 import label_image
 import retrain
 
+from bottleneck import predict
+
 flags.FLAGS.mark_as_parsed()
 # Under app.run absl logs INFO; tests read those lines through caplog.
 logging.set_verbosity(logging.INFO)
@@ -267,3 +269,51 @@ def run_label_image(*extra_args, **flag_values):
   """Runs label_image.main() in-process; returns the exit code."""
   with flagsaver.flagsaver(**flag_values):
     return label_image.main(['label_image.py', *extra_args])
+
+
+def exported_head(saved_model_dir):
+  """The head of an export: float32 features [n, d] -> probabilities [n, c]."""
+  model = tf.saved_model.load(saved_model_dir)
+  weights, biases = model.head_weights.numpy(), model.head_biases.numpy()
+  return lambda features: tf.nn.softmax(
+      np.asarray(features) @ weights + biases).numpy()
+
+
+def float_export_forms(flags, images, image_bytes):
+  """Probabilities of each export that runs the float backbone.
+
+  Args:
+    flags: retrain.py's flag values of the run that exported them.
+    images: float32 [n, height, width, 3] in [0, 1].
+    image_bytes: list of n encoded files of the same images, for
+      serving_default.
+
+  Returns:
+    {form: float32 [n, classes]} for both SavedModel signatures, the frozen
+    graph and the float32 .tflite.
+  """
+  signatures = tf.saved_model.load(flags['saved_model_dir']).signatures
+  return {
+      'serving_default': signatures['serving_default'](
+          image_bytes=tf.constant(image_bytes))['probabilities'].numpy(),
+      'serving_images': signatures['serving_images'](
+          images=tf.constant(images))['probabilities'].numpy(),
+      'frozen graph': predict.load_frozen_graph(
+          flags['output_graph'], flags['output_labels']).classify(images),
+      'tflite float32': predict.load_tflite(
+          flags['tflite_output_file']).classify(images),
+  }
+
+
+def clusters(rng, labels, dim=16, num_classes=4, spread=3.0):
+  """float32 [n, dim] vectors for the head tests: a unit normal around each
+  class's centre (labels int [n])."""
+  centres = (np.eye(num_classes, dim) * spread if num_classes <= dim else
+             rng.normal(0, spread / 2, (num_classes, dim)))
+  return (centres[labels] + rng.normal(0, 1, (len(labels), dim))).astype(
+      np.float32)
+
+
+def head_accuracy(head, vectors, labels):
+  """Accuracy of a `head.Head` on float32 vectors [n, d], int labels [n]."""
+  return np.mean(head.probabilities(vectors).argmax(axis=1) == labels)

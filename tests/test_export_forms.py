@@ -57,12 +57,6 @@ def exported(tmp_path_factory, layout_module):
   return flags, paths, pixels
 
 
-def head_probabilities(flags, features):
-  model = tf.saved_model.load(flags['saved_model_dir'])
-  logits = features @ model.head_weights.numpy() + model.head_biases.numpy()
-  return tf.nn.softmax(logits).numpy()
-
-
 def read_files(paths):
   contents = []
   for path in paths:
@@ -88,18 +82,9 @@ def test_layout_backbone_sees_orientation_and_scale(layout_module,
 def test_every_form_agrees_with_the_head(exported):
   flags, paths, pixels = exported
   backbone = backbones.load_backbone(flags['tfhub_module'])
-  expected = head_probabilities(flags, backbone.features(pixels).numpy())
-  model = tf.saved_model.load(flags['saved_model_dir'])
-  forms = {
-      'serving_default': model.signatures['serving_default'](
-          image_bytes=read_files(paths))['probabilities'].numpy(),
-      'serving_images': model.signatures['serving_images'](
-          images=tf.constant(pixels))['probabilities'].numpy(),
-      'frozen graph': predict.load_frozen_graph(
-          flags['output_graph'], flags['output_labels']).classify(pixels),
-      'tflite float32': predict.load_tflite(
-          flags['tflite_output_file']).classify(pixels),
-  }
+  head = conftest.exported_head(flags['saved_model_dir'])
+  expected = head(backbone.features(pixels).numpy())
+  forms = conftest.float_export_forms(flags, pixels, read_files(paths))
   for form, probabilities in forms.items():
     np.testing.assert_allclose(probabilities, expected, atol=2e-5,
                                err_msg=form)
@@ -108,7 +93,7 @@ def test_every_form_agrees_with_the_head(exported):
                                 calibration=lambda: pytest.fail('converted'))
   np.testing.assert_allclose(
       predict.load_tflite(flags['tflite_int8_output_file']).classify(pixels),
-      head_probabilities(flags, int8.features(pixels)), atol=2e-5)
+      head(int8.features(pixels)), atol=2e-5)
   # The photos are not all one class: the check can tell forms apart.
   assert len(set(expected.argmax(axis=1))) == 3
 

@@ -4,6 +4,7 @@ import dataclasses
 import logging
 import sys
 
+import conftest
 import numpy as np
 import pytest
 
@@ -14,15 +15,8 @@ from bottleneck.train import recipes
 SCHEDULE = head_lib.Schedule(steps=400, learning_rate=0.5, train_batch_size=50,
                              eval_step_interval=100, validation_batch_size=-1)
 
-
-def clusters(rng, labels, dim=16):
-  centres = np.eye(4, dim) * 3
-  return (centres[labels] + rng.normal(0, 1, (len(labels), dim))).astype(
-      np.float32)
-
-
-def accuracy(head, vectors, labels):
-  return np.mean(head.probabilities(vectors).argmax(axis=1) == labels)
+clusters = conftest.clusters
+accuracy = conftest.head_accuracy
 
 
 def test_learns_separable_classes_and_logs_like_retrain_py(caplog):

@@ -23,17 +23,8 @@ from bottleneck.train import standard
 SCHEDULE = head_lib.Schedule(steps=500, learning_rate=0.01, train_batch_size=100,
                              eval_step_interval=10, validation_batch_size=100)
 
-
-def clusters(rng, labels, dim=16, num_classes=4, spread=3.0):
-  """float32 [n, dim]: a unit normal around each class's centre."""
-  centres = (np.eye(num_classes, dim) * spread if num_classes <= dim else
-             rng.normal(0, spread / 2, (num_classes, dim)))
-  return (centres[labels] + rng.normal(0, 1, (len(labels), dim))).astype(
-      np.float32)
-
-
-def accuracy(head, vectors, labels):
-  return np.mean(head.probabilities(vectors).argmax(axis=1) == labels)
+clusters = conftest.clusters
+accuracy = conftest.head_accuracy
 
 
 def train(train_split, validation, num_classes, **kwargs):

@@ -100,12 +100,9 @@ def test_int8_classifier_computes_the_cached_int8_features(int8_run):
   int8 = quantize.int8_backbone(float_backbone, flags['bottleneck_dir'],
                                 calibration=lambda: pytest.fail('converted'))
   model = predict.load_tflite(flags['tflite_int8_output_file'])
-  head_model = tf.saved_model.load(flags['saved_model_dir'])
+  head = conftest.exported_head(flags['saved_model_dir'])
   pixels = np.random.default_rng(0).random((5, 32, 32, 3), np.float32)
-  features = int8.features(pixels)
-  logits = features @ head_model.head_weights.numpy() + (
-      head_model.head_biases.numpy())
-  expected = tf.nn.softmax(logits).numpy()
+  expected = head(int8.features(pixels))
   np.testing.assert_allclose(model.classify(pixels), expected, atol=1e-5)
 
 
@@ -141,29 +138,14 @@ def test_every_form_computes_the_features_of_several_layers(tmp_path):
       layers=LAYERS)
   int8 = quantize.int8_backbone(float_backbone, flags['bottleneck_dir'],
                                 calibration=lambda: pytest.fail('converted'))
-  exported = tf.saved_model.load(flags['saved_model_dir'])
-  weights = exported.head_weights.numpy()
-  biases = exported.head_biases.numpy()
-
-  def head(features):
-    return tf.nn.softmax(np.asarray(features) @ weights + biases).numpy()
-
+  head = conftest.exported_head(flags['saved_model_dir'])
   pixels = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), np.uint8)
   images = pixels.astype(np.float32) / 255
   expected = head(float_backbone.features(images))
   # Neither uniform nor saturated, so that a small difference would show.
   assert 0.05 < np.ptp(expected, axis=1).min() <= np.ptp(expected).max() < 0.95
-  forms = {
-      'SavedModel images': predict.load_saved_model(
-          flags['saved_model_dir']).classify(images),
-      'SavedModel bytes': exported.signatures['serving_default'](
-          image_bytes=tf.constant([tf.io.encode_png(p).numpy()
-                                   for p in pixels]))['probabilities'].numpy(),
-      'frozen graph': predict.load_frozen_graph(
-          flags['output_graph'], flags['output_labels']).classify(images),
-      'TFLite float32': predict.load_tflite(
-          flags['tflite_output_file']).classify(images),
-  }
+  forms = conftest.float_export_forms(
+      flags, images, [tf.io.encode_png(p).numpy() for p in pixels])
   for form, probabilities in forms.items():
     np.testing.assert_allclose(probabilities, expected, atol=1e-4,
                                err_msg=form)
