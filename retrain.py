@@ -47,8 +47,14 @@ flags.DEFINE_enum(
     'accuracy (README.md, Performance, has measured figures). The SavedModel '
     'and frozen graph still run the float backbone (metrics.json measures '
     'them); the int8 .tflite runs the copy.')
+flags.DEFINE_string(
+    'image_sizes', _D['image_sizes'],
+    'Input size of the backbone, or several separated by commas (e.g. '
+    '224,320): one pass of the backbone per size, their vectors concatenated '
+    'in that order; a pass at s pixels costs about (s/224)^2 of one at 224. '
+    'Empty for the backbone\'s own size.')
 flags.DEFINE_integer('image_size', _D['image_size'],
-                     'Input size of the backbone; 0 for its own.')
+                     'Deprecated: one size, as --image_sizes; 0 for none.')
 flags.DEFINE_float('testing_percentage', _D['testing_percentage'],
                    'Percentage of photos held out for the final test.')
 flags.DEFINE_float(

@@ -59,7 +59,11 @@ class RetrainConfig:
   keras_weights: str = 'imagenet'
   bottleneck_layers: str = DEFAULT_LAYERS
   backbone_precision: str = 'float32'  # One of PRECISIONS.
-  image_size: int = 0  # 0: the backbone's own input size.
+  # '': the backbone's own input size; else sizes separated by commas, one
+  # backbone pass each, their vectors concatenated (features/passes.py).
+  image_sizes: str = ''
+  # The one-size flag of before --image_sizes, kept as an alias; 0: unset.
+  image_size: int = 0
   testing_percentage: float = 10.0
   validation_percentage: float = 10.0
   head_recipe: str = 'standard'  # One of HEAD_RECIPES.
@@ -118,6 +122,16 @@ class RetrainConfig:
     if self.image_size < 0:
       problems.append(f'--image_size is {self.image_size}; it must be > 0, or '
                       '0 for the backbone\'s own size.')
+    try:
+      sizes = parse_image_sizes(self.image_sizes)
+    except errors.UsageError as e:
+      problems.append(str(e))
+    else:
+      if self.image_size > 0 and sizes and sizes != (self.image_size,):
+        problems.append(
+            f'--image_size {self.image_size} and --image_sizes '
+            f'{self.image_sizes} disagree; --image_size is the old name of '
+            'one size: pass --image_sizes alone.')
     if not self.final_tensor_name.replace('_', '').isalnum():
       problems.append(f'--final_tensor_name is {self.final_tensor_name!r}; '
                       'use letters, digits and underscores.')
@@ -140,6 +154,32 @@ class RetrainConfig:
                       'a percentage in [0, 100] (0: no minimum).')
     if problems:
       raise errors.UsageError(' '.join(problems))
+
+  @property
+  def sizes(self):
+    """The image sizes, tuple of ints; () for the backbone's own size."""
+    return parse_image_sizes(self.image_sizes) or (
+        (self.image_size,) if self.image_size else ())
+
+
+def parse_image_sizes(text):
+  """The sizes of --image_sizes: '224,320' -> (224, 320); '' -> ().
+
+  Raises:
+    errors.UsageError: a size is not a positive whole number, or is repeated.
+  """
+  parts = [part.strip() for part in text.split(',')] if text.strip() else []
+  bad = [part for part in parts if not (part.isdigit() and int(part) > 0)]
+  if bad:
+    problem = f'{bad[0]!r} is not a positive whole number of pixels'
+  elif len(set(map(int, parts))) != len(parts):
+    problem = 'a size is given twice (each size is one pass of the backbone)'
+  else:
+    return tuple(int(part) for part in parts)
+  raise errors.UsageError(
+      f'--image_sizes is {text!r}: {problem}. Pass one size or several '
+      'separated by commas, e.g. 224,320; or nothing for the backbone\'s own '
+      'size.')
 
 
 # Flag defaults for retrain.py, read from the one definition above.

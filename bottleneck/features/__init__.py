@@ -3,6 +3,7 @@
   backbones     name or handle -> a frozen feature extractor (one surface)
   keras_models  the keras: backbones: which models, and building one
   hub_sizes     the input size of a TF Hub-style SavedModel, and its source
+  passes        several image sizes: one backbone pass each, concatenated
   tflite        the LiteRT runtime for .tflite backbones and classifiers
   quantize      a post-training int8 copy of a backbone
   store         the crash-safe HDF5 + journal file of one backbone's vectors

@@ -17,6 +17,12 @@ Layers (--bottleneck_layers): 'last' is the global average of the final
 layer, the only vector a SavedModel exposes; a keras: backbone can also give
 several layers of the same forward pass, each pooled, concatenated ('auto':
 its set in `keras_models.AUTO_LAYERS`; or a comma-separated list of names).
+
+Sizes (--image_sizes): one pass of the backbone per size, the vectors
+concatenated in the order given; the backbone takes images of the largest
+size, and each smaller pass resizes them inside its function (`passes` says
+why). A keras: backbone is one model per size, each built as a backbone of
+that size alone would be; a SavedModel is called at each size.
 """
 
 import dataclasses
@@ -27,9 +33,11 @@ import urllib.error
 from absl import logging
 import tensorflow as tf
 
+from bottleneck import config
 from bottleneck import errors
 from bottleneck.features import hub_sizes
 from bottleneck.features import keras_models
+from bottleneck.features import passes
 
 KERAS_PREFIX = 'keras:'
 
@@ -40,13 +48,15 @@ class Backbone:
 
   Attributes:
     name: what the user passed: 'keras:NAME', a TF Hub handle or a folder.
-    image_size: (height, width) of the images it takes.
+    image_size: (height, width) of the images it takes: the largest of
+      image_sizes.
     feature_dim: length of its feature vectors.
     preprocessing: how [0, 1] pixels are mapped to its input, in words.
-    identity: hex digest of name, weights, input size and preprocessing; two
-      backbones share cached vectors only if their identities are equal.
-    module: the object that owns the variables (a Keras model or a loaded
-      SavedModel); an export must keep a reference to it.
+    identity: hex digest of name, weights, input sizes and preprocessing;
+      two backbones share cached vectors only if their identities are equal.
+    module: the object that owns the variables (a Keras model, a tuple of
+      them, one per size, or a loaded SavedModel); an export must keep a
+      reference to it.
     features: function, float32 [batch, height, width, 3] in [0, 1] ->
       float32 [batch, feature_dim] (a tf.function returning a Tensor for
       float32 backbones; a `tflite.Runner` returning numpy for int8 ones).
@@ -54,6 +64,8 @@ class Backbone:
     tflite_model: bytes of the .tflite model that `features` runs, for int8.
     layers: tuple of the layer names whose pooled outputs `features`
       concatenates; () for the last vector alone.
+    image_sizes: tuple of ints, the size of each pass in the order their
+      vectors are concatenated (see `passes`); (image_size[0],) for one.
   """
   name: str
   image_size: tuple
@@ -65,28 +77,33 @@ class Backbone:
   precision: str = 'float32'
   tflite_model: bytes = None
   layers: tuple = ()
+  image_sizes: tuple = ()
 
 
-def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0,
-                  layers='last'):
+def load_backbone(name, *, keras_weights='imagenet', image_sizes=(), seed=0,
+                  layers='last', image_size=0):
   """Loads a backbone by name; see the module docstring for the kinds of name.
 
   Args:
     name: 'keras:NAME', a TF Hub handle or URL, or a SavedModel folder.
     keras_weights: for keras: names, 'imagenet', 'none' or a weights file.
-    image_size: input size to use; 0 for the backbone's own.
+    image_sizes: tuple of distinct ints, one pass of the backbone at each
+      size (see `passes`); () for one pass at the backbone's own size.
     seed: seeds random weights for keras_weights='none', so that two runs build
       the same backbone (and share the cache). Python's, NumPy's and
       TensorFlow's global random state are left as they were.
     layers: 'last', 'auto' or comma-separated layer names (see the module
       docstring); a SavedModel always gives 'last', and logs so otherwise.
+    image_size: one size, as image_sizes=(image_size,), for the callers of
+      before image_sizes; 0 for none. Ignored if image_sizes is given.
 
   Returns:
     A `Backbone`.
 
   Raises:
-    errors.UsageError: unknown keras name, missing weights file or folder, an
-      image_size too small for the keras model, a layer it does not have.
+    errors.UsageError: unknown keras name, missing weights file or folder, a
+      size that is not positive or repeated, too small for the keras model or
+      not the one a SavedModel's signature fixes, a layer it does not have.
     errors.ModelError: the backbone cannot be downloaded or loaded, or does not
       follow the feature-vector contract.
   """
@@ -95,12 +112,14 @@ def load_backbone(name, *, keras_weights='imagenet', image_size=0, seed=0,
     raise errors.UsageError(
         f'--bottleneck_layers {layers!r}: pass auto, last, or layer names '
         'separated by commas.')
+  sizes = tuple(image_sizes) or ((image_size,) if image_size else ())
+  config.parse_image_sizes(','.join(map(str, sizes)))  # Raises if bad.
   if name.startswith(KERAS_PREFIX):
-    return _load_keras(name, keras_weights, image_size, seed, names)
+    return _load_keras(name, keras_weights, sizes, seed, names)
   if names != ('last',):
     logging.info('--bottleneck_layers %s: %s exposes only its feature vector; '
                  'using its last layer.', layers, name)
-  return _load_savedmodel(name, image_size)
+  return _load_savedmodel(name, sizes)
 
 
 def _keras_layers(name, names):
@@ -116,18 +135,20 @@ def _keras_layers(name, names):
   return tuple(table or ())
 
 
-def _load_keras(name, weights, image_size, seed, names):
+def _load_keras(name, weights, sizes, seed, names):
   short = name[len(KERAS_PREFIX):]
   if short not in keras_models.KERAS_MODELS:
     raise errors.UsageError(
         f'Unknown backbone {name!r}. Known keras: backbones: '
         f'{", ".join(KERAS_PREFIX + k for k in keras_models.KERAS_MODELS)}.')
   spec = keras_models.KERAS_MODELS[short]
-  size = image_size or spec.image_size
-  if size < spec.min_size:
-    raise errors.UsageError(
-        f'--image_size {size} is too small for {name}, which takes at least '
-        f'{spec.min_size}x{spec.min_size} (its own size is {spec.image_size}).')
+  sizes = sizes or (spec.image_size,)
+  for size in sizes:
+    if size < spec.min_size:
+      raise errors.UsageError(
+          f'--image_sizes: {size} is too small for {name}, which takes at '
+          f'least {spec.min_size}x{spec.min_size} (its own size is '
+          f'{spec.image_size}).')
   if weights == 'none':
     weights_arg = None
   elif weights == 'imagenet' or os.path.isfile(weights):
@@ -137,26 +158,31 @@ def _load_keras(name, weights, image_size, seed, names):
         f'--keras_weights {weights!r} is not imagenet, none or an existing '
         'weights file.')
   layers = _keras_layers(name, names)
-  model, preprocess_input = keras_models.build(
-      name, spec, weights=weights_arg, size=size, seed=seed,
-      layers=layers or None)
+  # One model per size, each with the weights a backbone of that size alone
+  # gets (MobileNet V1 and V2 have ImageNet weights for 96 to 224 px).
+  models = [keras_models.build(name, spec, weights=weights_arg, size=size,
+                               seed=seed, layers=layers or None)
+            for size in sizes]
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, size, size, 3], tf.float32)])
-  def features(images):
-    return model(preprocess_input(images * 255.0), training=False)
+  def one_pass(model, preprocess_input):
+    return lambda images: model(preprocess_input(images * 255.0),
+                                training=False)
 
+  features = passes.features([one_pass(*built) for built in models], sizes)
   preprocessing = (f'keras.applications.{spec.preprocess_module}.'
                    'preprocess_input(255 * image)')
   # The last vector alone keeps the identity it had before layers could be
   # chosen, so that caches written then stay valid.
   id_name = f'{name} layers={",".join(layers)}' if layers else name
+  module = models[0][0] if len(models) == 1 else tuple(m for m, _ in models)
   return dataclasses.replace(
-      _finish(name, id_name, (size, size), preprocessing, model, features,
-              [v.numpy() for v in model.weights]), layers=layers)
+      _finish(name, passes.identity_name(id_name, sizes), sizes,
+              preprocessing, module, features,
+              [v.numpy() for model, _ in models for v in model.weights]),
+      layers=layers)
 
 
-def _load_savedmodel(name, image_size):
+def _load_savedmodel(name, sizes):
   import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
   is_url = '://' in name or name.startswith('@')
   if not is_url and not os.path.isdir(name):
@@ -180,13 +206,20 @@ def _load_savedmodel(name, image_size):
     raise errors.ModelError(
         f'{name} is not callable: it looks like a TF1 Hub module. Use the TF2 '
         'SavedModel version of the feature vector.')
-  size = hub_sizes.input_size(name, module, requested=image_size)
+  fixed = hub_sizes.signature_size(module)
+  if fixed and any(size != fixed for size in sizes):
+    raise errors.UsageError(
+        f'--image_sizes: {name} takes only {fixed}x{fixed} images (its '
+        f'signature fixes the size); pass --image_sizes {fixed}, or nothing.')
+  if len(sizes) > 1:
+    logging.info('%s: input sizes %s, from --image_sizes.', name,
+                 ', '.join(f'{size}x{size}' for size in sizes))
+  else:
+    sizes = (hub_sizes.input_size(name, module,
+                                  requested=sizes[0] if sizes else 0),)
   call_kwargs = {'training': False} if _takes_training(module) else {}
-
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, size, size, 3], tf.float32)])
-  def features(images):
-    return module(images, **call_kwargs)
+  features = passes.features(
+      [lambda images: module(images, **call_kwargs)] * len(sizes), sizes)
 
   # A local folder is known by its contents, not its path, so that moving it
   # keeps the cache; a handle names fixed contents.
@@ -196,7 +229,7 @@ def _load_savedmodel(name, image_size):
   else:
     with open(pb_path, 'rb') as f:
       id_name, graph = 'savedmodel', [f.read()]
-  return _finish(name, id_name, (size, size),
+  return _finish(name, passes.identity_name(id_name, sizes), sizes,
                  'none: [0, 1] in (TF Hub contract)', module, features,
                  graph + [v.numpy() for v in getattr(module, 'variables', [])])
 
@@ -210,12 +243,14 @@ def _takes_training(module):
   return False
 
 
-def _finish(name, id_name, size, preprocessing, module, features, weights):
+def _finish(name, id_name, sizes, preprocessing, module, features, weights):
   """Traces `features` once to check the contract and builds the Backbone.
 
-  The identity hashes `id_name`, the size, the preprocessing and `weights` (a
-  list of bytes or numpy arrays: everything that decides the features).
+  The identity hashes `id_name` (with the sizes of several passes, see
+  `passes.identity_name`), the input size, the preprocessing and `weights`
+  (a list of bytes or numpy arrays: everything that decides the features).
   """
+  size = (max(sizes), max(sizes))
   try:
     out = features(tf.zeros([1, size[0], size[1], 3]))
   except (ValueError, TypeError, tf.errors.OpError) as e:
@@ -233,4 +268,4 @@ def _finish(name, id_name, size, preprocessing, module, features, weights):
     sha.update(value if isinstance(value, bytes) else value.tobytes())
   return Backbone(name=name, image_size=size, feature_dim=int(out.shape[1]),
                   preprocessing=preprocessing, identity=sha.hexdigest(),
-                  module=module, features=features)
+                  module=module, features=features, image_sizes=tuple(sizes))

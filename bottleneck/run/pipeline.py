@@ -96,11 +96,11 @@ def _retrain(config, outputs, start):
   labels, photos = images.find_photos(config.image_dir)
   float_backbone = backbones.load_backbone(
       config.tfhub_module, keras_weights=config.keras_weights,
-      image_size=config.image_size, seed=config.random_seed,
+      image_sizes=config.sizes, seed=config.random_seed,
       layers=config.bottleneck_layers)
-  logging.info('Backbone %s: input %dx%d, %d features (%s), preprocessing %s.',
-               float_backbone.name, *float_backbone.image_size,
-               float_backbone.feature_dim,
+  logging.info('Backbone %s: input %dx%d%s, %d features (%s), preprocessing '
+               '%s.', float_backbone.name, *float_backbone.image_size,
+               _passes(float_backbone.image_sizes), float_backbone.feature_dim,
                ', '.join(float_backbone.layers) or 'last layer',
                float_backbone.preprocessing)
   lap('list_and_load')
@@ -235,6 +235,14 @@ def _laps(durations):
     durations[name] = now - last[0]
     last[0] = now
   return lap
+
+
+def _passes(sizes):
+  """' (passes at 224 and 320 px)' for several sizes (see `passes`), else ''."""
+  if len(sizes) < 2:
+    return ''
+  return (f' (passes at {", ".join(map(str, sizes[:-1]))} and {sizes[-1]} '
+          'px)')
 
 
 def _percent(accuracy):
