@@ -1,9 +1,10 @@
 """The files every export carries, and how they are encoded.
 
 labels.txt (one label per line, class-index order) and bottleneck.json (labels,
-input size, backbone, preprocessing, figures) go into the SavedModel's assets/
-and into each .tflite (see `tflite`). This module does not import TensorFlow,
-so that label_image.py can read a .tflite without paying for TensorFlow.
+input size, the size of each backbone pass, backbone, preprocessing, figures)
+go into the SavedModel's assets/ and into each .tflite (see `tflite`). This
+module does not import TensorFlow, so that label_image.py can read a .tflite
+without paying for TensorFlow.
 """
 
 import json
@@ -30,8 +31,8 @@ def export_metadata(*, labels, backbone, trained_on, computes_features_in):
 
   Args:
     labels: list of str, class-index order.
-    backbone: the float32 `backbones.Backbone` (name, input size,
-      preprocessing).
+    backbone: the float32 `backbones.Backbone` (name, input size, pass
+      sizes, preprocessing).
     trained_on: the `backbones.Backbone` whose vectors the head was trained
       on; `gate` reuses cached vectors of the same identity.
     computes_features_in: 'float32' or 'int8': what this form runs.
@@ -40,7 +41,8 @@ def export_metadata(*, labels, backbone, trained_on, computes_features_in):
     A dict of JSON values.
   """
   return {'format': FORMAT_VERSION, 'labels': list(labels),
-          'image_size': list(backbone.image_size), 'backbone': backbone.name,
+          'image_size': list(backbone.image_size),
+          'image_sizes': list(backbone.image_sizes), 'backbone': backbone.name,
           'backbone_identity': trained_on.identity,
           'backbone_precision': trained_on.precision,
           'computes_features_in': computes_features_in,
