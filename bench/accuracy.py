@@ -53,10 +53,13 @@ CONFIGURATIONS = (
      dict(head_recipe='retrain', bottleneck_layers='auto')),
     ('the defaults: standard head, `auto` layers',
      dict(head_recipe='standard', bottleneck_layers='auto')),
+    ('the defaults + a second pass at 320 px (`--image_sizes 224,320`)',
+     dict(head_recipe='standard', bottleneck_layers='auto',
+          image_sizes='224,320')),
 )
 # The config fields the cache stage reads: configurations that agree on them
 # share one cache stage. A flag that changes the features belongs here.
-FEATURE_FIELDS = ('tfhub_module', 'keras_weights', 'image_size',
+FEATURE_FIELDS = ('tfhub_module', 'keras_weights', 'image_size', 'image_sizes',
                   'backbone_precision', 'bottleneck_layers')
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
@@ -125,7 +128,7 @@ def cache_stage(run_config):
                               'add the int8 copy as pipeline.py makes it.')
   backbone = backbones.load_backbone(
       run_config.tfhub_module, keras_weights=run_config.keras_weights,
-      image_size=run_config.image_size, seed=run_config.random_seed,
+      image_sizes=run_config.sizes, seed=run_config.random_seed,
       layers=run_config.bottleneck_layers)
   with tempfile.TemporaryDirectory() as fresh:
     # As measure.cache_stage (list, hash, look up, compute), on the subset.
