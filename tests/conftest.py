@@ -272,9 +272,15 @@ def run_label_image(*extra_args, **flag_values):
 
 
 def exported_head(saved_model_dir):
-  """The head of an export: float32 features [n, d] -> probabilities [n, c]."""
-  model = tf.saved_model.load(saved_model_dir)
-  weights, biases = model.head_weights.numpy(), model.head_biases.numpy()
+  """The head of an export: float32 features [n, d] -> probabilities [n, c].
+
+  Read from the export's variables: loading the whole SavedModel would also
+  restore the backbone's functions, seconds for a Keras one.
+  """
+  reader = tf.train.load_checkpoint(
+      os.path.join(saved_model_dir, 'variables', 'variables'))
+  weights, biases = (reader.get_tensor(f'{name}/.ATTRIBUTES/VARIABLE_VALUE')
+                     for name in ('head_weights', 'head_biases'))
   return lambda features: tf.nn.softmax(
       np.asarray(features) @ weights + biases).numpy()
 
@@ -303,6 +309,36 @@ def float_export_forms(flags, images, image_bytes):
       'tflite float32': predict.load_tflite(
           flags['tflite_output_file']).classify(images),
   }
+
+
+def check_int8_run_forms(flags, float_backbone, int8_backbone):
+  """Asserts that every form an int8 run exported gives its head's answer.
+
+  On 3 random images: the forms of the float backbone (float_export_forms)
+  give the head's answer on float_backbone's features, the int8 .tflite on
+  int8_backbone's; the answers are neither uniform nor saturated, so that a
+  small difference would show.
+
+  Args:
+    flags: retrain.py's flag values of a --backbone_precision int8 run with
+      every output.
+    float_backbone: a `backbones.Backbone` loaded as the run loaded it.
+    int8_backbone: its int8 copy (`quantize.int8_backbone`).
+  """
+  head = exported_head(flags['saved_model_dir'])
+  pixels = np.random.default_rng(0).integers(
+      0, 256, (3, *float_backbone.image_size, 3), np.uint8)
+  images = pixels.astype(np.float32) / 255
+  expected = head(float_backbone.features(images))
+  assert 0.05 < np.ptp(expected, axis=1).min() <= np.ptp(expected).max() < 0.99
+  forms = float_export_forms(
+      flags, images, [tf.io.encode_png(p).numpy() for p in pixels])
+  for form, probabilities in forms.items():
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4,
+                               err_msg=form)
+  np.testing.assert_allclose(
+      predict.load_tflite(flags['tflite_int8_output_file']).classify(images),
+      head(int8_backbone.features(images)), atol=1e-5)
 
 
 def clusters(rng, labels, dim=16, num_classes=4, spread=3.0):

@@ -19,7 +19,6 @@ from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-direct-t
 
 from bottleneck import config
 from bottleneck import errors
-from bottleneck import predict
 from bottleneck.export import formats
 from bottleneck.features import backbones
 from bottleneck.features import quantize
@@ -145,20 +144,7 @@ def test_every_form_computes_the_passes_int8_included(tmp_path, capsys):
   # The 48 px pass resizes inside the int8 model, in int8.
   ops, float_ops = int8_ops(int8.tflite_model)
   assert 'RESIZE_BILINEAR' in ops and 'RESIZE_BILINEAR' not in float_ops
-  head = conftest.exported_head(flags['saved_model_dir'])
-  pixels = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), np.uint8)
-  images = pixels.astype(np.float32) / 255
-  expected = head(float_backbone.features(images))
-  # Neither uniform nor saturated, so that a small difference would show.
-  assert np.ptp(expected, axis=1).min() > 0.05 and expected.max() < 0.995
-  forms = conftest.float_export_forms(
-      flags, images, [tf.io.encode_png(p).numpy() for p in pixels])
-  for form, probabilities in forms.items():
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4,
-                               err_msg=form)
-  np.testing.assert_allclose(
-      predict.load_tflite(flags['tflite_int8_output_file']).classify(images),
-      head(int8.features(images)), atol=1e-5)
+  conftest.check_int8_run_forms(flags, float_backbone, int8)
 
   # label_image.py needs no new flag (its SavedModel path is serving_images,
   # checked above).

@@ -138,20 +138,7 @@ def test_every_form_computes_the_features_of_several_layers(tmp_path):
       layers=LAYERS)
   int8 = quantize.int8_backbone(float_backbone, flags['bottleneck_dir'],
                                 calibration=lambda: pytest.fail('converted'))
-  head = conftest.exported_head(flags['saved_model_dir'])
-  pixels = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), np.uint8)
-  images = pixels.astype(np.float32) / 255
-  expected = head(float_backbone.features(images))
-  # Neither uniform nor saturated, so that a small difference would show.
-  assert 0.05 < np.ptp(expected, axis=1).min() <= np.ptp(expected).max() < 0.95
-  forms = conftest.float_export_forms(
-      flags, images, [tf.io.encode_png(p).numpy() for p in pixels])
-  for form, probabilities in forms.items():
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4,
-                               err_msg=form)
-  np.testing.assert_allclose(
-      predict.load_tflite(flags['tflite_int8_output_file']).classify(images),
-      head(int8.features(images)), atol=1e-5)
+  conftest.check_int8_run_forms(flags, float_backbone, int8)
   assert int8.feature_dim == float_backbone.feature_dim
 
 
