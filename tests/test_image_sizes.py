@@ -89,7 +89,8 @@ def test_a_savedmodel_is_called_at_each_size(any_size_module, hub_module):
       axis=1), rtol=1e-6)
   assert backbone.identity != backbones.load_backbone(
       any_size_module, image_sizes=(24,)).identity
-  with pytest.raises(errors.UsageError, match='takes only 32x32 images'):
+  with pytest.raises(errors.ModelError, match=r'cannot take float32 images '
+                     r'\[batch, 16, 16, 3\] or \[batch, 32, 32, 3\]'):
     backbones.load_backbone(hub_module, image_sizes=(32, 16))
 
 

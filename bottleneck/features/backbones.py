@@ -102,10 +102,10 @@ def load_backbone(name, *, keras_weights='imagenet', image_sizes=(), seed=0,
 
   Raises:
     errors.UsageError: unknown keras name, missing weights file or folder, a
-      size that is not positive or repeated, too small for the keras model or
-      not the one a SavedModel's signature fixes, a layer it does not have.
+      size that is not positive, repeated or too small for the keras model, a
+      layer it does not have.
     errors.ModelError: the backbone cannot be downloaded or loaded, or does not
-      follow the feature-vector contract.
+      follow the feature-vector contract (at every size).
   """
   names = tuple(n.strip() for n in layers.split(',') if n.strip())
   if not names or (len(names) > 1 and {'auto', 'last'} & set(names)):
@@ -206,11 +206,6 @@ def _load_savedmodel(name, sizes):
     raise errors.ModelError(
         f'{name} is not callable: it looks like a TF1 Hub module. Use the TF2 '
         'SavedModel version of the feature vector.')
-  fixed = hub_sizes.signature_size(module)
-  if fixed and any(size != fixed for size in sizes):
-    raise errors.UsageError(
-        f'--image_sizes: {name} takes only {fixed}x{fixed} images (its '
-        f'signature fixes the size); pass --image_sizes {fixed}, or nothing.')
   if len(sizes) > 1:
     logging.info('%s: input sizes %s, from --image_sizes.', name,
                  ', '.join(f'{size}x{size}' for size in sizes))
@@ -254,9 +249,10 @@ def _finish(name, id_name, sizes, preprocessing, module, features, weights):
   try:
     out = features(tf.zeros([1, size[0], size[1], 3]))
   except (ValueError, TypeError, tf.errors.OpError) as e:
+    shapes = ' or '.join(f'[batch, {s}, {s}, 3]' for s in sorted(set(sizes)))
     raise errors.ModelError(
-        f'{name} cannot take float32 images [batch, {size[0]}, {size[1]}, 3] '
-        f'in [0, 1] (the TF Hub image feature-vector contract): {e}') from e
+        f'{name} cannot take float32 images {shapes} in [0, 1] (the TF Hub '
+        f'image feature-vector contract): {e}') from e
   if not isinstance(out, tf.Tensor) or out.shape.rank != 2:
     raise errors.ModelError(
         f'{name} returns {out!r}, not one feature vector per image '
