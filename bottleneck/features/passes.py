@@ -1,4 +1,4 @@
-"""Several image sizes (--image_sizes): one backbone pass per size, concatenated.
+"""Several image sizes (--image_sizes): one backbone pass each, concatenated.
 
   python retrain.py --image_dir photos/ --image_sizes 224,320
 
