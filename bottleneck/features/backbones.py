@@ -64,6 +64,9 @@ class Backbone:
     tflite_model: bytes of the .tflite model that `features` runs, for int8.
     layers: tuple of the layer names whose pooled outputs `features`
       concatenates; () for the last vector alone.
+    tuned_blocks: how many of its last blocks were fine-tuned (`blocks`).
+    vector_dtype: how the cache stores its vectors: 'float32', or 'float16'
+      for the records of --fine_tune_blocks (`blocks.Split.view_backbone`).
     image_sizes: tuple of ints, the size of each pass in the order their
       vectors are concatenated (see `passes`); (image_size[0],) for one.
   """
@@ -78,6 +81,8 @@ class Backbone:
   tflite_model: bytes = None
   layers: tuple = ()
   image_sizes: tuple = ()
+  tuned_blocks: int = 0
+  vector_dtype: str = 'float32'
 
 
 def load_backbone(name, *, keras_weights='imagenet', image_sizes=(), seed=0,

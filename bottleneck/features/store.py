@@ -9,7 +9,8 @@ HDF5 file is never written in place. Two files per backbone identity:
       attrs:      format, backbone, identity, image_size, feature_dim,
                   preprocessing
       digests:    |S64 [n]             hex SHA-256 of each photo's bytes
-      vectors:    float32 [n, dim]     row i is the vector of digests[i]
+      vectors:    [n, dim] of the backbone's vector_dtype (float32, or
+                  float16 for records): row i is the vector of digests[i]
                   (both chunked with Fletcher-32 checksums: a flipped byte
                   fails the read instead of serving a wrong vector)
   <stem>.journal  vectors computed since: an append-only file of records
@@ -68,8 +69,9 @@ class VectorStore:
     self._journal_path = os.path.splitext(path)[0] + '.journal'
     self._backbone = backbone
     self._dim = backbone.feature_dim
-    self._record = np.dtype([('magic', 'S4'), ('digest', 'u1', (32,)),
-                             ('vector', '<f4', (self._dim,)), ('crc', '<u4')])
+    self._dtype = np.dtype(backbone.vector_dtype).newbyteorder('<')
+    self._record = np.dtype([('magic', 'S4'), ('digest', 'u1', (32,)), (
+        'vector', self._dtype, (self._dim,)), ('crc', '<u4')])
     self._header = _HEADER_MAGIC + backbone.identity.encode('ascii')
     for name in os.listdir(os.path.dirname(self.path) or '.'):
       if name.startswith(os.path.basename(self.path) + '.tmp'):
@@ -88,7 +90,7 @@ class VectorStore:
     return len(self._rows) + len(self._pending)
 
   def append(self, digests, vectors):
-    """Durably stores float32 [len(digests), dim] vectors (journal + fsync)."""
+    """Durably stores [len(digests), dim] vectors (journal + fsync)."""
     if self._journal is None:
       self._journal = open(self._journal_path, 'ab')  # pylint: disable=consider-using-with
       if self._journal.tell() == 0:
@@ -118,12 +120,12 @@ class VectorStore:
     self._pending.clear()
 
   def read(self, digests):
-    """float32 [len(digests), dim] vectors of committed digests.
+    """[len(digests), dim] vectors of committed digests, as vector_dtype.
 
     Read in blocks of _BLOCK_ROWS rows: memory holds the result and one block.
     """
     rows = np.array([self._rows[d] for d in digests], np.int64)
-    result = np.empty([len(rows), self._dim], np.float32)
+    result = np.empty([len(rows), self._dim], self._dtype)
     if not len(rows):
       return result
     order = np.argsort(rows, kind='stable')
@@ -224,7 +226,7 @@ class VectorStore:
         out.create_dataset('digests', data=np.array(digests, 'S64'),
                            chunks=(min(count, 1024),), fletcher32=True)
         vectors = out.create_dataset(
-            'vectors', (count, self._dim), np.float32,
+            'vectors', (count, self._dim), self._dtype,
             chunks=(min(count, _CHUNK_ROWS), self._dim), fletcher32=True)
         at = len(self._digests)
         if at:
