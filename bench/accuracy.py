@@ -10,7 +10,11 @@ configuration sees the same photos in the same folds. For each configuration
 the cache stage runs once, into a fresh folder, timed (configurations with the
 same features share it); then, for each fold, the head is trained on the other
 folds' training photos, with their validation photos, through the same call
-as retrain.py (`recipes.train_head`), and tested on the fold.
+as retrain.py (`recipes.train_head`), and tested on the fold. With
+--fine_tune_blocks, the cache stage stores the records of every photo and of
+its mirror image (each photo trains in some fold; retrain.py mirrors only its
+training photos, so its cache stage costs less), and each fold trains as
+retrain.py does (`tuning.train`).
 
 Prints one Markdown row per configuration: the mean and sample standard
 deviation of the test accuracy over the folds, each fold's accuracy, the cache
@@ -39,7 +43,9 @@ from bench import report
 from bottleneck import config
 from bottleneck.data import images
 from bottleneck.features import backbones
+from bottleneck.features import blocks
 from bottleneck.features import cache
+from bottleneck.run import tuning
 from bottleneck.train import recipes
 
 # One row per configuration: its name and the retrain.py flags it sets on top
@@ -56,11 +62,17 @@ CONFIGURATIONS = (
     ('the defaults + a second pass at 320 px (`--image_sizes 224,320`)',
      dict(head_recipe='standard', bottleneck_layers='auto',
           image_sizes='224,320')),
+    ('the defaults + fine-tuning 1 block (`--fine_tune_blocks 1`)',
+     dict(fine_tune_blocks=1)),
+    ('the defaults + fine-tuning 2 blocks (`--fine_tune_blocks 2`)',
+     dict(fine_tune_blocks=2)),
+    ('the best combination: `--image_sizes 224,320 --fine_tune_blocks 1`',
+     dict(image_sizes='224,320', fine_tune_blocks=1)),
 )
 # The config fields the cache stage reads: configurations that agree on them
 # share one cache stage. A flag that changes the features belongs here.
 FEATURE_FIELDS = ('tfhub_module', 'keras_weights', 'image_size', 'image_sizes',
-                  'backbone_precision', 'bottleneck_layers')
+                  'backbone_precision', 'bottleneck_layers', 'fine_tune_blocks')
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
@@ -139,13 +151,21 @@ def cache_stage(run_config):
       photos = [p for p in photos if taken.update([p.label]) or
                 taken[p.label] <= FLAGS.photos_per_class]
     photos, _ = images.digest_photos(photos)
-    cached = cache.cache_bottlenecks(photos, backbone,
-                                     FLAGS.bottleneck_dir or fresh,
-                                     batch_size=run_config.cache_batch_size)
+    split = (blocks.split(backbone, run_config.fine_tune_blocks)
+             if run_config.fine_tune_blocks else None)
+    views = [split.view_backbone(v) for v in blocks.VIEWS] if split else [
+        backbone]
+    cached = [cache.cache_bottlenecks(photos, view,
+                                      FLAGS.bottleneck_dir or fresh,
+                                      batch_size=run_config.cache_batch_size)
+              for view in views]
     seconds = time.perf_counter() - begin
   logging.info('Cache stage: %.1f s for %d photos.', seconds,
-               len(cached.photos))
-  return seconds, cached.photos, cached.vectors
+               len(cached[0].photos))
+  if split:  # Photos that decode have both records.
+    return seconds, cached[0].photos, (split, cached[0].vectors,
+                                       cached[1].vectors)
+  return seconds, cached[0].photos, cached[0].vectors
 
 
 def cross_validate(run_config, photos, vectors):
@@ -159,15 +179,25 @@ def cross_validate(run_config, photos, vectors):
       validation_percentage=run_config.validation_percentage)
   labels = np.array([p.label for p in photos], np.int32)
   num_classes = int(labels.max()) + 1
+  # Fine-tuning: (blocks.Split, records, mirror images' records).
+  split, vectors, mirrored = (vectors if isinstance(vectors, tuple) else
+                              (None, vectors, None))
   accuracies, seconds = [], []
   for k in range(FLAGS.folds):
-    split = folds_lib.split(fold, validates, k)
+    rows_of = folds_lib.split(fold, validates, k)
     data = {name: (vectors[rows], labels[rows])
-            for name, rows in split.items()}
+            for name, rows in rows_of.items()}
     begin = time.perf_counter()
     with measure.logs_to_devnull():  # The training lines of a run.
-      head = recipes.train_head(run_config, data['training'],
-                                data['validation'], num_classes=num_classes)
+      if split:
+        training = [photos[i] for i in rows_of['training']]
+        _, head, data = tuning.train(
+            run_config, split, data, dict(zip(
+                (p.digest for p in photos), mirrored)),
+            training_photos=training, num_classes=num_classes)
+      else:
+        head = recipes.train_head(run_config, data['training'],
+                                  data['validation'], num_classes=num_classes)
     seconds.append(time.perf_counter() - begin)
     test_x, test_y = data['testing']
     accuracies.append(measure.accuracy(head, test_x, test_y))

@@ -67,6 +67,9 @@ class RetrainConfig:
   testing_percentage: float = 10.0
   validation_percentage: float = 10.0
   head_recipe: str = 'standard'  # One of HEAD_RECIPES.
+  # The last N blocks of the backbone trained with the head (README.md,
+  # Fine-tuning); 0: none, the backbone stays frozen.
+  fine_tune_blocks: int = 0
   how_many_training_steps: int = 4000
   learning_rate: float = 0.01
   train_batch_size: int = 100
@@ -138,6 +141,15 @@ class RetrainConfig:
     if not self.bottleneck_layers.strip(' ,'):
       problems.append('--bottleneck_layers is empty; pass auto, last or '
                       'layer names separated by commas.')
+    if self.fine_tune_blocks < 0:
+      problems.append(f'--fine_tune_blocks is {self.fine_tune_blocks}; it '
+                      'must be >= 0 (0: no fine-tuning).')
+    if self.fine_tune_blocks and self.backbone_precision != 'float32':
+      problems.append(
+          '--fine_tune_blocks trains on the float32 backbone\'s activations, '
+          f'so it cannot run with --backbone_precision '
+          f'{self.backbone_precision}; drop that flag (an int8 model of the '
+          'tuned backbone is still written by --tflite_int8_output_file).')
     if self.head_recipe not in HEAD_RECIPES:
       problems.append(f'--head_recipe is {self.head_recipe!r}; it must be one '
                       f'of {", ".join(HEAD_RECIPES)}.')

@@ -43,6 +43,7 @@ def export_metadata(*, labels, backbone, trained_on, computes_features_in):
   return {'format': FORMAT_VERSION, 'labels': list(labels),
           'image_size': list(backbone.image_size),
           'image_sizes': list(backbone.image_sizes), 'backbone': backbone.name,
+          'tuned_blocks': backbone.tuned_blocks,
           'backbone_identity': trained_on.identity,
           'backbone_precision': trained_on.precision,
           'computes_features_in': computes_features_in,

@@ -67,7 +67,8 @@ def cache_path(bottleneck_dir, backbone):
   return os.path.join(bottleneck_dir, f'{slug}-{backbone.identity[:16]}.h5')
 
 
-def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size):
+def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size,
+                      what='Bottlenecks'):
   """Makes sure every photo's vector is cached, and returns them all.
 
   Each distinct photo (by digest) that is not cached yet is decoded in a thread
@@ -80,6 +81,7 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size):
     backbone: a `backbones.Backbone`.
     bottleneck_dir: folder of the HDF5 files.
     batch_size: images per backbone call.
+    what: what the vectors are, for the log ('Bottlenecks').
 
   Returns:
     A `CacheResult`.
@@ -89,7 +91,7 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size):
     distinct = {p.digest for p in photos}
     todo = list({p.digest: p for p in reversed(photos)
                  if p.digest not in vectors}.values())[::-1]
-    failed = _compute(todo, backbone, vectors, batch_size)
+    failed = _compute(todo, backbone, vectors, batch_size, what)
     vectors.commit()
     ok = [p for p in photos if p.digest not in failed]
     skipped = [(p.path, failed[p.digest]) for p in photos if p.digest in failed]
@@ -100,20 +102,21 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size):
                        computed=len(todo) - len(failed),
                        undecodable=len(failed),
                        duplicates=len(photos) - len(distinct))
-  logging.info('Bottlenecks: %s photos (%s distinct): reused %s, computed %s, '
-               'could not decode %s; %s duplicate(s) of another photo\'s '
-               'bytes.', *(f'{result.counts[name]:,}' for name in (
+  logging.info('%s: %s photos (%s distinct): reused %s, computed %s, could not '
+               'decode %s; %s duplicate(s) of another photo\'s bytes.', what,
+               *(f'{result.counts[name]:,}' for name in (
                    'photos', 'distinct', 'reused', 'computed',
                    'could_not_decode', 'duplicates')))
   return result
 
 
-def _compute(todo, backbone, vectors, batch_size):
+def _compute(todo, backbone, vectors, batch_size, what):
   """Computes and stores vectors for `todo`; returns {digest: failure reason}."""
   failed = {}
   if not todo:
     return failed
-  report = progress.Progress(len(todo), 'Caching bottlenecks', unit='images')
+  report = progress.Progress(len(todo), f'Caching {what.lower()}',
+                             unit='images')
   batch_digests, batch_pixels = [], []
 
   def flush():

@@ -78,7 +78,7 @@ def model_path(bottleneck_dir, backbone):
   return stem + '.int8.tflite'
 
 
-def int8_backbone(backbone, bottleneck_dir, calibration):
+def int8_backbone(backbone, bottleneck_dir, calibration, *, keep=True):
   """The int8 copy of a float backbone, converted once and then cached.
 
   Args:
@@ -86,6 +86,8 @@ def int8_backbone(backbone, bottleneck_dir, calibration):
     bottleneck_dir: folder of the cache.
     calibration: function of no arguments that returns the paths of the
       calibration photos (called only if the model must be converted).
+    keep: cache the copy in bottleneck_dir (and use a cached one); False for
+      a backbone no later run will have (fine-tuned weights).
 
   Returns:
     A `backbones.Backbone` with precision 'int8' whose `features` runs the
@@ -96,7 +98,7 @@ def int8_backbone(backbone, bottleneck_dir, calibration):
     errors.DataError: no calibration photo can be decoded.
   """
   path = model_path(bottleneck_dir, backbone)
-  if os.path.exists(path):
+  if keep and os.path.exists(path):
     with open(path, 'rb') as f:
       data = f.read()
     try:
@@ -107,16 +109,18 @@ def int8_backbone(backbone, bottleneck_dir, calibration):
       logging.warning('%s; moved it to %s and converting again.', e, aside)
   paths = calibration()
   logging.info('Converting %s to int8 TFLite, calibrated on %d training photos '
-               '(once per backbone; kept in %s).', backbone.name, len(paths),
-               path)
+               '(%s).', backbone.name, len(paths),
+               f'once per backbone; kept in {path}' if keep else
+               'its weights are this run\'s own; not cached')
   start = time.monotonic()
   pixels = _calibration_pixels(paths, backbone.image_size)
   data = to_tflite(backbone.features.get_concrete_function(),
                    calibration=lambda: (p[np.newaxis].astype(np.float32) / 255
                                         for p in pixels),
                    name=backbone.name)
-  os.makedirs(bottleneck_dir, exist_ok=True)
-  publish.write_file(path, data)
+  if keep:
+    os.makedirs(bottleneck_dir, exist_ok=True)
+    publish.write_file(path, data)
   logging.info('Converted in %.1f s.', time.monotonic() - start)
   left = float_ops(data)
   if left:

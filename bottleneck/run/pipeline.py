@@ -16,6 +16,7 @@ from absl import logging
 import numpy as np
 
 from bottleneck.features import backbones
+from bottleneck.features import blocks
 from bottleneck.features import cache
 from bottleneck import errors
 from bottleneck.export import saved_model
@@ -29,6 +30,7 @@ from bottleneck import publish
 from bottleneck.features import quantize
 from bottleneck.train import recipes
 from bottleneck.run import release
+from bottleneck.run import tuning
 from bottleneck.train import summaries
 
 
@@ -108,8 +110,13 @@ def _retrain(config, outputs, start):
   int8_backbone = _int8_backbone(config, float_backbone, photos)
   backbone = (int8_backbone() if config.backbone_precision == 'int8' else
               float_backbone)
-  cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
-                                   batch_size=config.cache_batch_size)
+  split = (blocks.split(float_backbone, config.fine_tune_blocks)
+           if config.fine_tune_blocks else None)
+  if split:
+    cached, flipped = tuning.cache_records(config, split, photos)
+  else:
+    cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
+                                     batch_size=config.cache_batch_size)
   skipped = unreadable + cached.skipped
   lap('cache')
   run_fingerprint = fingerprint.run_fingerprint(config, backbone, labels,
@@ -150,8 +157,15 @@ def _retrain(config, outputs, start):
                     labels[index])
 
   run_dir = summaries.new_run_dir(config.summaries_dir)
-  head = recipes.train_head(config, data['training'], data['validation'],
-                            num_classes=len(labels), summaries_dir=run_dir)
+  if split:  # The tuned backbone is what the head was trained on.
+    backbone, head, data = tuning.train(
+        config, split, data, flipped, training_photos=splits['training'],
+        num_classes=len(labels), summaries_dir=run_dir)
+    float_backbone = backbone
+    int8_backbone = _int8_backbone(config, backbone, photos, keep=False)
+  else:
+    head = recipes.train_head(config, data['training'], data['validation'],
+                              num_classes=len(labels), summaries_dir=run_dir)
   test_accuracy, truth, predicted = metrics.final_test(
       head, data['testing'], splits['testing'], labels, config)
   lap('train_and_test')
@@ -207,11 +221,12 @@ def _retrain(config, outputs, start):
                     duplicates=cached.duplicates)
 
 
-def _int8_backbone(config, float_backbone, photos):
+def _int8_backbone(config, float_backbone, photos, keep=True):
   """A function that returns the int8 copy of the backbone (see `quantize`).
 
   It converts the backbone on its first call if no copy is cached, calibrated
-  on this run's training photos.
+  on this run's training photos; keep=False: a copy of a fine-tuned backbone,
+  whose weights no later run has, is not cached.
   """
   def calibration():
     training = images.split_photos(
@@ -222,7 +237,7 @@ def _int8_backbone(config, float_backbone, photos):
   @functools.cache
   def int8_backbone():
     return quantize.int8_backbone(float_backbone, config.bottleneck_dir,
-                                  calibration)
+                                  calibration, keep=keep)
   return int8_backbone
 
 

@@ -12,8 +12,10 @@ The outputs, all written before any of them is published:
 Each exported form is measured on the test photos, through the loaders that
 label_image.py uses, whenever a form may compute other features than those the
 head was trained on: with --backbone_precision int8 (the SavedModel and the
-frozen graph run the float backbone), and whenever a .tflite is written (another
-runtime, or int8). The figures go to metrics.json ('exports') and to the log.
+frozen graph run the float backbone), whenever a .tflite is written (another
+runtime, or int8), and with --fine_tune_blocks (the head's test accuracy was
+measured on cached float16 activations). The figures go to metrics.json
+('exports') and to the log.
 Otherwise every form runs the very function that computed the training
 vectors, and the final test accuracy is theirs.
 """
@@ -102,6 +104,7 @@ def release(config, trained, *, test_photos, metadata, metrics):
       forms.insert(0, ('saved_model', 'float32', config.saved_model_dir,
                        _loader(predict.load_saved_model, model_dir)))
       measure = test_photos and (trained.backbone.precision != 'float32' or
+                                 trained.backbone.tuned_blocks or
                                  config.tflite_output_file or
                                  config.tflite_int8_output_file)
       exports = _measure(forms, test_photos, trained) if measure else {}
