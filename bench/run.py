@@ -6,7 +6,8 @@ measures, in this one process (and children it times), with the backbone of the
 main job (keras:mobilenet_v2, the weights in ../shared/data): the backbone's own
 speed, the cache stage on the flower photos and on 12 MP photos, the
 one-image-at-a-time baseline, warm reruns, head training, label_image, the
-cache stage's peak memory at 2,000 and 20,000 photos, the test accuracy
+cache stage's peak memory at 2,000 and 20,000 photos, a fine-tuning run,
+the test accuracy
 with and without reduced-scale JPEG decoding, and the int8 rows (see
 bench/int8.py). Each speed is the median of --repeats runs; the cache stages
 and the limits they are divided by are measured in the same rounds (see
@@ -237,6 +238,16 @@ def main(argv):
     return measure.wall_time(plus_args)[0]
   table.seconds(f'whole retrain.py run, {new_count} new photos (retrains)',
                 median_of(retrain_with_new))
+
+  # --fine_tune_blocks 1 from nothing cached: both views' records, the linear
+  # head, the tuning epochs and every export but the .tflite files.
+  fresh('caches', 'flowers_tuned')
+  fresh('flowers_tuned')
+  table.seconds(f'whole retrain.py run, --fine_tune_blocks 1, nothing cached, '
+                f'{len(flowers):,} photos (one run)', measure.wall_time(
+                    retrain_args(flowers_dir, 'flowers_tuned') +
+                    ['--fine_tune_blocks=1'])[0], 180.0, '3 min', 1.0,
+                at_most=True)
 
   logging.info('label_image...')
   label_paths = [p.path for p in data.every_class(flowers, FLAGS.label_photos)]
