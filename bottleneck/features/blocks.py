@@ -104,7 +104,12 @@ class Split:
     return records
 
   def features(self, records, tail=None):
-    """float16/32 records [batch, record_dim] -> float32 features [batch, F]."""
+    """float16/32 records [batch, record_dim] -> float32 features [batch, F].
+
+    Per pass, the pooled layers before the cut, then those after it through
+    `tail` (self.tail by default): the backbone's own vector when, as in
+    every `auto` set, the earlier layers are named first.
+    """
     tail = tail or self.tail
     records = tf.cast(records, tf.float32)
     parts, at = [], 0
