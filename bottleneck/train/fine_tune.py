@@ -72,12 +72,16 @@ def fine_tune(split, head, train, validation, *, seed):
   optimizer = keras.optimizers.Adam(LEARNING_RATE)
   dim = split.record_dim
 
-  @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float16)])
+  # autograph=False: plain Python loops over a static layout, nothing to
+  # convert (and autograph would re-read this source from disk).
+  @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float16)],
+               autograph=False)
   def logits(records):
     return tf.matmul(split.features(records, tail), weights) + biases
 
   @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float16),
-                                tf.TensorSpec([None], tf.int32)])
+                                tf.TensorSpec([None], tf.int32)],
+               autograph=False)
   def step(records, batch_labels):
     with tf.GradientTape() as tape:
       loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
