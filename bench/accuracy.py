@@ -1,6 +1,6 @@
 r"""The accuracy benchmark: 5-fold cross-validation of each configuration.
 
-  .venv/bin/python bench/accuracy.py            # README's table, 1-2 minutes
+  .venv/bin/python bench/accuracy.py            # README's table, 20-30 minutes
   .venv/bin/python bench/accuracy.py --photos_per_class 40   # 20 s, a check
 
 On ../shared/data/flower_photos with the main job's backbone (keras:
