@@ -6,7 +6,9 @@
   passes        several image sizes: one backbone pass each, concatenated
   tflite        the LiteRT runtime for .tflite backbones and classifiers
   quantize      a post-training int8 copy of a backbone
+  blocks        the last blocks of a backbone, split off for fine-tuning
   store         the crash-safe HDF5 + journal file of one backbone's vectors
+  disk_errors   a cache file the machine cannot use, told apart from damage
   cache         the cache stage: decode and run the backbone only for new photos
 
 Imports point down the pipeline: this package uses `data`, never later stages.

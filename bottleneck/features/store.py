@@ -25,13 +25,11 @@ the next run folds the good records into a new HDF5 file. A damaged HDF5 file
 
 A file the machine cannot read (permissions, an I/O error) is not damaged: it
 is left where it is, and the run ends with `errors.UsageError` (exit code 2, as
-for any path that cannot be read), naming the file and what to do.
+for any path that cannot be read), naming the file and what to do (see
+`disk_errors`).
 """
 
-import contextlib
-import errno
 import os
-import re
 import time
 import zlib
 
@@ -39,8 +37,8 @@ import h5py
 from absl import logging
 import numpy as np
 
-from bottleneck import errors
 from bottleneck import publish
+from bottleneck.features import disk_errors
 
 
 FORMAT_VERSION = 2
@@ -113,7 +111,7 @@ class VectorStore:
       self._journal = None
     fresh = self._journal_records()
     if fresh:
-      with _machine_errors(self.path, 'write'):
+      with disk_errors.machine_errors(self.path, 'write'):
         self._rewrite(fresh)
     if os.path.exists(self._journal_path):
       os.remove(self._journal_path)
@@ -130,7 +128,8 @@ class VectorStore:
       return result
     order = np.argsort(rows, kind='stable')
     sorted_rows = rows[order]
-    with _machine_errors(self.path, 'read'), h5py.File(self.path, 'r') as f:
+    with disk_errors.machine_errors(self.path, 'read'), h5py.File(
+        self.path, 'r') as f:
       vectors = f['vectors']
       for start in range(0, vectors.shape[0], _BLOCK_ROWS):
         lo, hi = np.searchsorted(sorted_rows, [start, start + _BLOCK_ROWS])
@@ -162,8 +161,8 @@ class VectorStore:
           vectors[start:start + _BLOCK_ROWS]  # Checks the Fletcher-32 sums.
         return digests
     except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
-      if _errno(e):  # The machine's error, not the file's: keep the file.
-        raise _cannot(self.path, 'read', e) from e
+      if disk_errors.errno_of(e):  # The machine's error: keep the file.
+        raise disk_errors.cannot_use(self.path, 'read', e) from e
       damaged = f'{self.path}.damaged-{time.strftime("%Y%m%d-%H%M%S")}'
       os.replace(self.path, damaged)
       logging.warning('The bottleneck cache %s is damaged (%s); moved it to %s '
@@ -252,48 +251,6 @@ class VectorStore:
       raise
     self._digests = digests
     self._rows = {d: i for i, d in enumerate(digests)}
-
-
-def _errno(error):
-  """The errno of an OSError the machine raised (EACCES, EIO...); 0 for damage.
-
-  h5py raises OSError for both. Its message carries the system's errno
-  ("... errno = 13, error message = 'Permission denied' ...") when a system
-  call failed, and h5py 3.x copies it into `errno`; a damaged file fails
-  HDF5's own checks ("file signature not found", "truncated file", "filter
-  returned failure during read": Fletcher-32) with no errno.
-  """
-  if not isinstance(error, OSError):
-    return 0
-  found = re.search(r'errno = (\d+)', str(error))
-  return error.errno or (int(found.group(1)) if found else 0)
-
-
-def _cannot(path, doing, error):
-  """The `errors.UsageError` for a cache file the machine cannot use."""
-  code = _errno(error)
-  if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-    fix = ('give the user running retrain.py read and write access to it and '
-           'to its folder')
-  elif code in (errno.ENOSPC, errno.EDQUOT):
-    fix = 'free some space on its disk'
-  else:
-    fix = 'check the disk (an I/O error may mean a failing disk)'
-  return errors.UsageError(
-      f'Cannot {doing} the bottleneck cache {path}: {os.strerror(code)} '
-      f'(errno {errno.errorcode.get(code, code)}); it was left as it is. To '
-      f'fix: {fix}, or pass another --bottleneck_dir.')
-
-
-@contextlib.contextmanager
-def _machine_errors(path, doing):
-  """Turns h5py's OSErrors that carry an errno into `_cannot`'s error."""
-  try:
-    yield
-  except OSError as e:
-    if not _errno(e) or e.filename:
-      raise  # Damage, or a Python OSError that names its file already.
-    raise _cannot(path, doing, e) from e
 
 
 def _crc(record):
