@@ -182,6 +182,7 @@ def cross_validate(run_config, photos, vectors):
   # Fine-tuning: (blocks.Split, records, mirror images' records).
   split, vectors, mirrored = (vectors if isinstance(vectors, tuple) else
                               (None, vectors, None))
+  flipped = split and dict(zip((p.digest for p in photos), mirrored))
   accuracies, seconds = [], []
   for k in range(FLAGS.folds):
     rows_of = folds_lib.split(fold, validates, k)
@@ -192,9 +193,8 @@ def cross_validate(run_config, photos, vectors):
       if split:
         training = [photos[i] for i in rows_of['training']]
         _, head, data = tuning.train(
-            run_config, split, data, dict(zip(
-                (p.digest for p in photos), mirrored)),
-            training_photos=training, num_classes=num_classes)
+            run_config, split, data, flipped, training_photos=training,
+            num_classes=num_classes)
       else:
         head = recipes.train_head(run_config, data['training'],
                                   data['validation'], num_classes=num_classes)

@@ -45,6 +45,7 @@ BLOCK_OUTPUTS = {
     **{f'efficientnet_b{v}': r'^block(\d[a-z])_project_bn$' for v in range(4)},
 }
 VIEWS = ('photo', 'flipped')  # The photo as it is, and flipped left-right.
+_EVAL_BATCH = 256  # Records per forward pass of the tail in `features_of`.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,24 +78,32 @@ class Split:
   frozen: tuple
   preprocess: object
 
-  def _frozen_pass(self, model, fixed):
-    """images -> (fixed features or None, cut activation) of one pass."""
-    def run(images):
-      outputs = model(self.preprocess(images * 255.0), training=False)
-      return tuple(outputs) if fixed else (None, outputs)
-    return run
+  def _passes(self, finish):
+    """The backbone's passes, each through the frozen part and then `finish`.
+
+    Args:
+      finish: function (pooled float32 [batch, fixed] or None, cut float32
+        [batch, h, w, channels]) -> float32 [batch, n] of one pass.
+
+    Returns:
+      A tf.function, float32 images [batch, S, S, 3] in [0, 1] -> the
+      passes' outputs, concatenated (see `passes`).
+    """
+    def one(model, fixed):
+      def run(images):
+        outputs = model(self.preprocess(images * 255.0), training=False)
+        return finish(*(tuple(outputs) if fixed else (None, outputs)))
+      return run
+    return passes.features([one(m, f) for m, (f, *_) in zip(self.frozen,
+                                                          self.layout)],
+                           self.backbone.image_sizes)
 
   def records_function(self, view):
     """tf.function: float32 images [batch, S, S, 3] -> float32 records."""
-    def one(model, fixed):
-      def record(images):
-        pooled, cut = self._frozen_pass(model, fixed)(images)
-        flat = tf.reshape(cut, [tf.shape(cut)[0], -1])
-        return flat if pooled is None else tf.concat([pooled, flat], 1)
-      return record
-    run = passes.features([one(m, f) for m, (f, *_) in zip(self.frozen,
-                                                          self.layout)],
-                          self.backbone.image_sizes)
+    def record(pooled, cut):
+      flat = tf.reshape(cut, [tf.shape(cut)[0], -1])
+      return flat if pooled is None else tf.concat([pooled, flat], 1)
+    run = self._passes(record)
     size = self.backbone.image_size[0]
 
     @tf.function(input_signature=[
@@ -123,17 +132,27 @@ class Split:
       parts.extend(_as_list(tail(cut, training=False)))
     return tf.concat(parts, axis=1)
 
+  def features_of(self, records, tail=None):
+    """`features` of many records, _EVAL_BATCH at a time, as numpy.
+
+    Returns:
+      float32 [len(records), feature_dim].
+    """
+    parts = [self.features(records[i:i + _EVAL_BATCH], tail).numpy()
+             for i in range(0, len(records), _EVAL_BATCH)]
+    return (np.concatenate(parts) if parts else
+            np.zeros([0, self.feature_dim], np.float32))
+
+  def trainable_tail(self):
+    """A copy of `tail` with its weights, to train (the split keeps its own)."""
+    return _copy(self.tail)
+
   def tuned_backbone(self, tail):
     """The `backbones.Backbone` with `tail` in place of the last N blocks."""
-    def one(model, fixed):
-      def run(images):
-        pooled, cut = self._frozen_pass(model, fixed)(images)
-        tuned = _as_list(tail(cut, training=False))
-        return tf.concat(([pooled] if pooled is not None else []) + tuned, 1)
-      return run
-    features = passes.features([one(m, f) for m, (f, *_) in zip(self.frozen,
-                                                               self.layout)],
-                               self.backbone.image_sizes)
+    def tuned(pooled, cut):
+      return tf.concat(([pooled] if pooled is not None else []) +
+                       _as_list(tail(cut, training=False)), 1)
+    features = self._passes(tuned)
     sha = hashlib.sha256(f'{self.backbone.identity} tuned after '
                          f'{self.cut}\0'.encode())
     for weight in tail.weights:
@@ -241,11 +260,15 @@ def _pooled_outputs(model, cut):
 def _trainable_copy(model, cut_output, after):
   """A trainable copy of the layers from the cut to `after`, any input size."""
   import keras  # pylint: disable=g-import-not-at-top
-  template = keras.Model(cut_output, after)
-  copy = keras.models.clone_model(
-      template, input_tensors=keras.Input(shape=(None, None,
-                                                 cut_output.shape[-1])))
-  copy.set_weights(template.get_weights())
+  return _copy(keras.Model(cut_output, after), keras.Input(
+      shape=(None, None, cut_output.shape[-1])))
+
+
+def _copy(model, input_tensors=None):
+  """A trainable copy of a Keras model with its weights (on new inputs)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  copy = keras.models.clone_model(model, input_tensors=input_tensors)
+  copy.set_weights(model.get_weights())
   copy.trainable = True
   return copy
 

@@ -19,8 +19,6 @@ from bottleneck.features import cache
 from bottleneck.train import fine_tune
 from bottleneck.train import recipes
 
-_EVAL_BATCH = 256  # Records per forward pass of the tail.
-
 
 def cache_records(config, split, photos):
   """The cache stage of a fine-tuning run.
@@ -66,7 +64,7 @@ def train(config, split, data, flipped, *, training_photos, num_classes,
     (the tuned `backbones.Backbone`, its `head.Head`, {split name: (float32
     features [n, feature_dim] of the tuned backbone, int32 classes [n])}).
   """
-  linear = {name: (features(split, records), truth)
+  linear = {name: (split.features_of(records), truth)
             for name, (records, truth) in data.items()}
   head = recipes.train_head(config, linear['training'], linear['validation'],
                             num_classes=num_classes,
@@ -76,14 +74,7 @@ def train(config, split, data, flipped, *, training_photos, num_classes,
               if training_photos else records)
   tail, head = fine_tune.fine_tune(split, head, (records, mirrored, truth),
                                    data['validation'], seed=config.random_seed)
-  tuned = {name: (features(split, records, tail), truth)
+  tuned = {name: (split.features_of(records, tail), truth)
            for name, (records, truth) in data.items()}
   return split.tuned_backbone(tail), head, tuned
 
-
-def features(split, records, tail=None):
-  """float16 records [n, record_dim] -> float32 features [n, feature_dim]."""
-  parts = [split.features(records[i:i + _EVAL_BATCH], tail).numpy()
-           for i in range(0, len(records), _EVAL_BATCH)]
-  return (np.concatenate(parts) if parts else
-          np.zeros([0, split.feature_dim], np.float32))

@@ -42,7 +42,6 @@ BATCH_SIZE = 32
 MAX_EPOCHS = 10
 PATIENCE = 3
 NO_VALIDATION_EPOCHS = 5
-_EVAL_BATCH = 256  # Records per forward pass when evaluating.
 
 
 def fine_tune(split, head, train, validation, *, seed):
@@ -64,8 +63,7 @@ def fine_tune(split, head, train, validation, *, seed):
   import keras  # pylint: disable=g-import-not-at-top
   photo, flipped, labels = train
   val_records, val_labels = validation
-  tail = keras.models.clone_model(split.tail)
-  tail.set_weights(split.tail.get_weights())
+  tail = split.trainable_tail()
   weights = tf.Variable(head.weights)
   biases = tf.Variable(head.biases)
   variables = tail.trainable_variables + [weights, biases]
@@ -92,8 +90,8 @@ def fine_tune(split, head, train, validation, *, seed):
   def evaluate():
     if not len(val_labels):
       return None, None
-    out = np.concatenate([logits(val_records[i:i + _EVAL_BATCH]).numpy()
-                          for i in range(0, len(val_labels), _EVAL_BATCH)])
+    out = split.features_of(val_records, tail) @ weights.numpy()
+    out += biases.numpy()
     return _cross_entropy(out, val_labels), np.mean(out.argmax(1) ==
                                                     val_labels)
 
