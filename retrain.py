@@ -120,8 +120,16 @@ flags.DEFINE_string('summaries_dir', _D['summaries_dir'],
                     'skip.')
 flags.DEFINE_integer('random_seed', _D['random_seed'],
                      'Seed of every random choice; equal seeds repeat a run.')
-flags.DEFINE_integer('cache_batch_size', _D['cache_batch_size'],
-                     'Photos per backbone call in the cache stage.')
+flags.DEFINE_integer(
+    'cache_batch_size', _D['cache_batch_size'],
+    'Photos per backbone call in the cache stage; 0 measures the fastest on '
+    'this machine once (kept in --bottleneck_dir/machine.json).')
+flags.DEFINE_enum(
+    'backbone_runtime', _D['backbone_runtime'], config.RUNTIMES,
+    'What runs a float32 backbone in the cache stage: tensorflow, litert (a '
+    'float32 LiteRT copy, converted once, kept in --bottleneck_dir and checked '
+    'against TensorFlow\'s vectors, which it shares the cache with), or auto: '
+    'the faster of the two on this machine, measured once.')
 flags.DEFINE_bool(
     'force', _D['force'],
     'Retrain and export even if the model in --saved_model_dir was trained on '

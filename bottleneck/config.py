@@ -24,13 +24,18 @@ DEFAULT_LAYERS = 'auto'
 # unless told otherwise.
 DEFAULT_SAVED_MODEL_DIR = '/tmp/retrained_model'
 DEFAULT_TOP_K = 5
-# Images per backbone call, in the cache stage and in label_image.py. Which
-# batch is fastest depends on the CPU (its caches and vector units) and the
-# backbone: small batches keep a batch's activations in the CPU caches, one
-# image per call pays the per-call overhead. 4 won on the AMD EPYC that
-# README.md's Performance table was measured on; bench/run.py measures it on
-# yours, and --cache_batch_size overrides it.
+# Images per backbone call in label_image.py. Which batch is fastest depends
+# on the CPU (its caches and vector units) and the backbone: small batches
+# keep a batch's activations in the CPU caches, one image per call pays the
+# per-call overhead. The cache stage measures it on the machine at hand
+# (--cache_batch_size 0, features/probe.py); 4 was among the fastest with
+# both runtimes on the machines of README.md's Performance table.
 DEFAULT_BATCH_SIZE = 4
+# How the cache stage runs a float32 backbone: 'auto' measures TensorFlow
+# against a float32 LiteRT copy on this machine (features/probe.py), or one
+# of them. The copy's vectors are checked against TensorFlow's
+# (features/runtimes.py), so both share one cache.
+RUNTIMES = ('auto', 'tensorflow', 'litert')
 OUTPUT_FORMATS = ('text', 'json', 'csv')
 # How the cache stage runs the backbone: TensorFlow in float32, or a
 # post-training int8 TFLite copy of it (see quantize.py).
@@ -86,7 +91,9 @@ class RetrainConfig:
   tflite_int8_output_file: str = ''  # int8 backbone.
   summaries_dir: str = '/tmp/retrain_logs'
   random_seed: int = 0
-  cache_batch_size: int = DEFAULT_BATCH_SIZE
+  # Photos per backbone call in the cache stage; 0: measured on this machine.
+  cache_batch_size: int = 0
+  backbone_runtime: str = 'auto'  # One of RUNTIMES.
   # Retrain even if the model in place came from the same photos and flags.
   force: bool = False
   # Seconds to wait for another run's lock; 0: exit at once, < 0: forever.
@@ -111,9 +118,19 @@ class RetrainConfig:
           f'--testing_percentage + --validation_percentage is {total}; it must '
           'be below 100 so that some images are left for training.')
     for name in ('how_many_training_steps', 'train_batch_size',
-                 'eval_step_interval', 'cache_batch_size'):
+                 'eval_step_interval'):
       if getattr(self, name) < 1:
         problems.append(f'--{name} is {getattr(self, name)}; it must be >= 1.')
+    if self.cache_batch_size < 0:
+      problems.append(f'--cache_batch_size is {self.cache_batch_size}; it must '
+                      'be >= 1, or 0 to measure the fastest on this machine.')
+    if self.backbone_runtime not in RUNTIMES:
+      problems.append(f'--backbone_runtime is {self.backbone_runtime!r}; it '
+                      f'must be one of {", ".join(RUNTIMES)}.')
+    if self.backbone_runtime == 'tensorflow' and (
+        self.backbone_precision == 'int8'):
+      problems.append('--backbone_precision int8 runs an int8 LiteRT copy of '
+                      'the backbone; drop --backbone_runtime tensorflow.')
     for name in ('validation_batch_size', 'test_batch_size'):
       value = getattr(self, name)
       if value == 0 or value < -1:

@@ -33,6 +33,7 @@ import label_image
 import retrain
 
 from bottleneck import predict
+from bottleneck.features import probe
 
 flags.FLAGS.mark_as_parsed()
 # Under app.run absl logs INFO; tests read those lines through caplog.
@@ -41,6 +42,15 @@ logging.set_verbosity(logging.INFO)
 COLOURS = {'red': (200, 40, 40), 'green': (40, 190, 40), 'blue': (40, 40, 210)}
 SHARED_DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared',
                            'data')
+
+
+@pytest.fixture(autouse=True)
+def quick_probe(monkeypatch):
+  """The cache stage's measurement (features/probe.py), timed as briefly as
+  it can be: a run of the tests decides nothing by it, and most tests start
+  from an empty cache, so each would measure again."""
+  monkeypatch.setattr(probe, 'RATE_SECONDS', 0.0)
+  monkeypatch.setattr(probe, 'BATCHES', (1, 4))
 
 
 def write_photos(root, colours=None, *, per_class=20, size=(48, 64), seed=0,

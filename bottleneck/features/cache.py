@@ -15,6 +15,7 @@ simply not read.
 import dataclasses
 import os
 import re
+import time
 
 from absl import logging
 import numpy as np
@@ -42,6 +43,8 @@ class CacheResult:
     computed: distinct contents whose vector this run computed.
     undecodable: distinct contents that could not be decoded.
     duplicates: photos whose bytes an earlier photo of the input has too.
+    engine: `Engine.summary()` of what computed the vectors; None if none
+      was computed.
   """
   photos: list
   vectors: np.ndarray
@@ -50,6 +53,7 @@ class CacheResult:
   computed: int
   undecodable: int
   duplicates: int
+  engine: dict = None
 
   @property
   def counts(self):
@@ -61,26 +65,73 @@ class CacheResult:
             'duplicates': self.duplicates}
 
 
+@dataclasses.dataclass(frozen=True)
+class Engine:
+  """How the cache stage runs a backbone on this machine (see `probe`).
+
+  Attributes:
+    runtime: 'tensorflow', or 'litert' for a .tflite copy run by LiteRT.
+    features: function, float32 numpy [batch, height, width, 3] in [0, 1] ->
+      [batch, feature_dim] (a Tensor or float32 numpy), the backbone's own
+      features or, within `runtimes.TOLERANCE`, those of a verified copy.
+    batch_size: images per call of `features`.
+    decode_threads: threads that decode photos while the backbone runs.
+    backbone_threads: threads of the LiteRT interpreter; 0 for TensorFlow,
+      which runs on its own thread pool.
+    chosen_by: how the settings were chosen, for the log.
+  """
+  runtime: str
+  features: object
+  batch_size: int
+  decode_threads: int = 2
+  backbone_threads: int = 0
+  chosen_by: str = 'given'
+
+  def summary(self):
+    """{name: value} of the settings, as metrics.json records them."""
+    return {'runtime': self.runtime, 'batch_size': self.batch_size,
+            'decode_threads': self.decode_threads,
+            'backbone_threads': self.backbone_threads,
+            'chosen_by': self.chosen_by}
+
+
+# The journal takes the vectors computed since its last write once there are
+# this many, or this many seconds after that write: each write syncs the disk
+# (milliseconds), which would cost more than a fast backbone's batch of one,
+# and a killed run recomputes at most these.
+JOURNAL_VECTORS = 32
+JOURNAL_SECONDS = 1.0
+
+
 def cache_path(bottleneck_dir, backbone):
   """Path of the HDF5 file that holds `backbone`'s vectors."""
   slug = re.sub(r'[^A-Za-z0-9]+', '_', backbone.name).strip('_')[-48:]
   return os.path.join(bottleneck_dir, f'{slug}-{backbone.identity[:16]}.h5')
 
 
-def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size,
-                      what='Bottlenecks'):
+def sibling_path(bottleneck_dir, backbone, suffix):
+  """A file kept beside `backbone`'s vectors: its cache path + suffix."""
+  return cache_path(bottleneck_dir, backbone)[:-len('.h5')] + suffix
+
+
+def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
+                      engine=None, what='Bottlenecks'):
   """Makes sure every photo's vector is cached, and returns them all.
 
   Each distinct photo (by digest) that is not cached yet is decoded in a thread
   pool, while the backbone runs on the previous batch, and its vector appended
-  to the store's journal batch by batch; the journal is folded into the HDF5
-  file at the end (see `store`).
+  to the store's journal (JOURNAL_VECTORS at a time); the journal is folded
+  into the HDF5 file at the end (see `store`).
 
   Args:
     photos: list of `images.Photo` with digests set.
     backbone: a `backbones.Backbone`.
     bottleneck_dir: folder of the HDF5 files.
-    batch_size: images per backbone call.
+    batch_size: images per backbone call, when `engine` is None.
+    engine: None to run `backbone.features` at `batch_size`; else a function
+      from the paths of the photos to compute (a non-empty list) to the
+      `Engine` that computes them, called only if there are such photos (so
+      a run with nothing new never converts or measures anything).
     what: what the vectors are, for the log ('Bottlenecks').
 
   Returns:
@@ -91,7 +142,11 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size,
     distinct = {p.digest for p in photos}
     todo = list({p.digest: p for p in reversed(photos)
                  if p.digest not in vectors}.values())[::-1]
-    failed = _compute(todo, backbone, vectors, batch_size, what)
+    chosen = None
+    if todo:
+      chosen = (engine([p.path for p in todo]) if engine else
+                Engine('tensorflow', backbone.features, batch_size))
+    failed = _compute(todo, backbone, vectors, chosen, what)
     vectors.commit()
     ok = [p for p in photos if p.digest not in failed]
     skipped = [(p.path, failed[p.digest]) for p in photos if p.digest in failed]
@@ -101,7 +156,8 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size,
   result = CacheResult(ok, found, skipped, reused=len(distinct) - len(todo),
                        computed=len(todo) - len(failed),
                        undecodable=len(failed),
-                       duplicates=len(photos) - len(distinct))
+                       duplicates=len(photos) - len(distinct),
+                       engine=chosen and chosen.summary())
   logging.info('%s: %s photos (%s distinct): reused %s, computed %s, could not '
                'decode %s; %s duplicate(s) of another photo\'s bytes.', what,
                *(f'{result.counts[name]:,}' for name in (
@@ -110,23 +166,36 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size,
   return result
 
 
-def _compute(todo, backbone, vectors, batch_size, what):
+def _compute(todo, backbone, vectors, engine, what):
   """Computes and stores vectors for `todo`; returns {digest: failure reason}."""
   failed = {}
   if not todo:
     return failed
+  batch_size = engine.batch_size
   report = progress.Progress(len(todo), f'Caching {what.lower()}',
                              unit='images')
   batch_digests, batch_pixels = [], []
+  unsaved_digests, unsaved, saved = [], [], [time.monotonic()]
+
+  def save():
+    vectors.append(unsaved_digests, np.concatenate(unsaved))
+    report.update(len(unsaved_digests))
+    unsaved_digests.clear()
+    unsaved.clear()
+    saved[0] = time.monotonic()
 
   def flush():
     pixels = np.stack(batch_pixels).astype(np.float32) / 255.0
-    vectors.append(batch_digests, np.asarray(backbone.features(pixels)))
-    report.update(len(batch_digests))
+    unsaved.append(np.asarray(engine.features(pixels)))
+    unsaved_digests.extend(batch_digests)
     batch_digests.clear()
     batch_pixels.clear()
+    if (len(unsaved_digests) >= JOURNAL_VECTORS or
+        time.monotonic() - saved[0] >= JOURNAL_SECONDS):
+      save()
 
-  decoded = decode.load_images([p.path for p in todo], backbone.image_size)
+  decoded = decode.load_images([p.path for p in todo], backbone.image_size,
+                               threads=engine.decode_threads)
   for photo, pixels in zip(todo, decoded):
     if isinstance(pixels, errors.DecodeError):
       failed[photo.digest] = pixels.reason
@@ -140,5 +209,7 @@ def _compute(todo, backbone, vectors, batch_size, what):
         flush()
   if batch_digests:
     flush()
+  if unsaved_digests:
+    save()
   report.close()
   return failed

@@ -74,8 +74,7 @@ def calibration_photos(training, count=CALIBRATION_PHOTOS):
 
 def model_path(bottleneck_dir, backbone):
   """Where the int8 copy of the float `backbone` is cached."""
-  stem = cache.cache_path(bottleneck_dir, backbone)[:-len('.h5')]
-  return stem + '.int8.tflite'
+  return cache.sibling_path(bottleneck_dir, backbone, '.int8.tflite')
 
 
 def int8_backbone(backbone, bottleneck_dir, calibration, *, keep=True):

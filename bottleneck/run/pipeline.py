@@ -27,6 +27,7 @@ from bottleneck.data import images
 from bottleneck.run import locks
 from bottleneck.train import metrics
 from bottleneck import publish
+from bottleneck.features import probe
 from bottleneck.features import quantize
 from bottleneck.train import recipes
 from bottleneck.run import release
@@ -116,7 +117,7 @@ def _retrain(config, outputs, start):
     cached, flipped = tuning.cache_records(config, split, photos)
   else:
     cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
-                                     batch_size=config.cache_batch_size)
+                                     engine=probe.for_config(config, backbone))
   skipped = unreadable + cached.skipped
   lap('cache')
   run_fingerprint = fingerprint.run_fingerprint(config, backbone, labels,
@@ -184,7 +185,9 @@ def _retrain(config, outputs, start):
     return metrics.build(labels=labels, splits=splits, truth=truth,
                          predicted=predicted, config=config, backbone=backbone,
                          durations=durations, skipped=skipped,
-                         bottlenecks=cached.counts, gate=gate_figures,
+                         bottlenecks=dict(cached.counts,
+                                          engine=cached.engine),
+                         gate=gate_figures,
                          decision=decision)
 
   if refusal:

@@ -16,6 +16,7 @@ import numpy as np
 
 from bottleneck.data import images
 from bottleneck.features import cache
+from bottleneck.features import probe
 from bottleneck.train import fine_tune
 from bottleneck.train import recipes
 
@@ -32,17 +33,19 @@ def cache_records(config, split, photos):
     (`cache.CacheResult` of the photos' records, {digest: float16 record} of
     the training photos' mirror images).
   """
-  cached = cache.cache_bottlenecks(
-      photos, split.view_backbone('photo'), config.bottleneck_dir,
-      batch_size=config.cache_batch_size, what='Records')
+  view = split.view_backbone('photo')
+  cached = cache.cache_bottlenecks(photos, view, config.bottleneck_dir,
+                                   engine=probe.for_config(config, view),
+                                   what='Records')
   # The mirror images only serve training: the split is by name, so a photo
   # that tests now never trains later, and its mirror image is never needed.
   training = images.split_photos(
       cached.photos, testing_percentage=config.testing_percentage,
       validation_percentage=config.validation_percentage)['training']
-  flipped = cache.cache_bottlenecks(
-      training, split.view_backbone('flipped'), config.bottleneck_dir,
-      batch_size=config.cache_batch_size, what='Mirror-image records')
+  view = split.view_backbone('flipped')
+  flipped = cache.cache_bottlenecks(training, view, config.bottleneck_dir,
+                                    engine=probe.for_config(config, view),
+                                    what='Mirror-image records')
   return cached, dict(zip((p.digest for p in flipped.photos),
                           flipped.vectors))
 

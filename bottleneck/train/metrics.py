@@ -14,7 +14,10 @@ quality gate refused, for programs that watch a nightly run:
     "backbone": {...}, "flags": {...}, "durations_seconds": {...},
     "skipped": [{"path": "...", "reason": "..."}], "skipped_count": 1,
     "bottlenecks": {"photos": 2000, "distinct": 1998, "reused": 1990,
-                    "computed": 8, "could_not_decode": 0, "duplicates": 2},
+                    "computed": 8, "could_not_decode": 0, "duplicates": 2,
+                    "engine": {"runtime": "litert", "batch_size": 4,
+                               "decode_threads": 2, "backbone_threads": 2,
+                               "chosen_by": "measured on ..."}},
     "gate": {"compared_on": "validation", "photos": 196,
              "new_accuracy": 0.92, "in_place_accuracy": 0.91,
              "in_place": "evaluated"}   (null without --promote_if_better)
@@ -22,7 +25,8 @@ quality gate refused, for programs that watch a nightly run:
 
 "bottlenecks" has the counts of the cache stage's log line: reused, computed
 and could_not_decode count distinct contents (they add up to "distinct");
-"duplicates" photos more have the same bytes as one of them.
+"duplicates" photos more have the same bytes as one of them. "engine" is how
+the computed ones were computed (`features.probe`); null if none was.
 
 "gate" is --promote_if_better's comparison (see `run.gate`): the set that
 decided ("validation"; "testing" only when there are no validation photos),
@@ -76,7 +80,8 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
     backbone: the `backbones.Backbone`.
     durations: {stage: seconds}.
     skipped: list of (path, reason).
-    bottlenecks: the cache stage's counts (`cache.CacheResult.counts`).
+    bottlenecks: the cache stage's counts (`cache.CacheResult.counts`) and
+      its `engine`.
     gate: the quality gate's comparison (`gate.check`), or None.
     decision: 'published', or 'refused: <why>'.
   """
