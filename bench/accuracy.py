@@ -22,6 +22,7 @@ stage's seconds and the mean training seconds per fold.
 """
 
 import collections
+import dataclasses
 import os
 import statistics
 import sys
@@ -45,6 +46,7 @@ from bottleneck.data import images
 from bottleneck.features import backbones
 from bottleneck.features import blocks
 from bottleneck.features import cache
+from bottleneck.features import probe
 from bottleneck.run import tuning
 from bottleneck.train import recipes
 
@@ -155,10 +157,11 @@ def cache_stage(run_config):
              if run_config.fine_tune_blocks else None)
     views = [split.view_backbone(v) for v in blocks.VIEWS] if split else [
         backbone]
-    cached = [cache.cache_bottlenecks(photos, view,
-                                      FLAGS.bottleneck_dir or fresh,
-                                      batch_size=run_config.cache_batch_size)
-              for view in views]
+    folder = FLAGS.bottleneck_dir or fresh
+    cached = [cache.cache_bottlenecks(
+        photos, view, folder,
+        engine=probe.for_config(dataclasses.replace(
+            run_config, bottleneck_dir=folder), view)) for view in views]
     seconds = time.perf_counter() - begin
   logging.info('Cache stage: %.1f s for %d photos.', seconds,
                len(cached[0].photos))

@@ -20,23 +20,13 @@ from unittest import mock
 import numpy as np
 
 from bench import measure
-from bottleneck import config
+from bench import rounds
 from bottleneck.train import recipes
 from bottleneck.features import quantize
 from bottleneck.run import release
-from bottleneck.features import tflite
 
 _FORMS = (('saved_model', 'SavedModel'), ('frozen_graph', 'frozen graph'),
           ('tflite_float32', 'TFLite float32'), ('tflite_int8', 'TFLite int8'))
-
-
-class FloatTflite:  # pylint: disable=too-few-public-methods
-  """A float32 TFLite copy of a backbone, with just `features` (for limits)."""
-
-  def __init__(self, backbone):
-    self.features = tflite.Runner(quantize.to_tflite(
-        backbone.features.get_concrete_function(), name=backbone.name),
-                                  name='float32 TFLite backbone')
 
 
 def _fresh(path):
@@ -73,7 +63,7 @@ def convert(backbone, training, model_dir):
 
 
 def speed_rows(table, med, *, photos, distinct, cores, convert_seconds,
-               calibration_used):
+               calibration_used, engine):
   """The int8 speed rows, from the medians of bench/rounds.py.
 
   Args:
@@ -84,31 +74,29 @@ def speed_rows(table, med, *, photos, distinct, cores, convert_seconds,
     cores: CPU cores of the benchmark.
     convert_seconds: the conversion's time.
     calibration_used: the calibration photos it used.
+    engine: the int8 cache stage's `cache.Engine`.
   """
-  batch = config.DEFAULT_BATCH_SIZE
-  limit = med[f'limit{batch}']
+  _, best = rounds.tensorflow_best(med)
   float_rate = distinct / med['flowers']
   int8_rate = distinct / med['int8_cache']
   table.speed(f'int8 backbone alone (LiteRT, XNNPACK), decoded tensors, batch '
-              f'{batch}', med['int8_limit'], limit, 'float limit')
-  table.speed('float32 TFLite backbone alone (LiteRT, XNNPACK), batch '
-              f'{batch}, for comparison', med['tflite_limit'], limit,
-              'float limit')
-  table.speed(f'int8 cache stage, {photos:,} flower photos ({distinct:,} '
-              'distinct)', int8_rate, limit, f'float limit (batch {batch})',
-              3.0)
-  table.ratio('int8 cache stage / int8 backbone alone', int8_rate,
-              med['int8_limit'], None)
-  table.ratio('int8 cache stage / float32 cache stage', int8_rate, float_rate,
-              None)
-  table.ratio('int8 cache stage / float limit at batch 1', int8_rate,
-              med['limit1'], None)
-  # The profile behind those ratios, as for the float cache stage: the cores
-  # cannot run more than cores * 1000 / (backbone + decode CPU ms) images/s.
-  int8_cpu, decode_cpu = med['int8_limit_cpu'], med['decode_flower']
+              f'{engine.batch_size}, {engine.backbone_threads} threads',
+              med['int8_limit'], best, 'TensorFlow at its best batch')
+  table.speed(f'int8 cache stage ({rounds.describe(engine)}), {photos:,} '
+              f'flower photos ({distinct:,} distinct)', int8_rate, best,
+              'TensorFlow at its best batch', 3.0)
+  # The cores cannot run more than cores * 1000 / (backbone + decode CPU ms)
+  # images/s; the backbone's cost is its run on one thread (no waiting).
+  int8_cpu, decode_cpu = med['int8_one_cpu'], med['decode_flower']
+  bound = cores * 1000 / (int8_cpu + decode_cpu)
   table.speed(f'CPU bound, int8, flower photo: {cores} cores / (int8 backbone '
               f'{int8_cpu:.1f} + decode {decode_cpu:.1f} CPU ms per image)',
-              cores * 1000 / (int8_cpu + decode_cpu), limit, 'float limit')
+              bound, med['int8_limit'], 'int8 backbone alone')
+  table.ratio('int8 cache stage / its CPU bound', int8_rate, bound, 0.8)
+  table.ratio('int8 cache stage / int8 backbone alone', int8_rate,
+              med['int8_limit'], None)
+  table.ratio('int8 cache stage / default cache stage', int8_rate, float_rate,
+              None)
   table.seconds(f'int8 conversion, calibrated on {calibration_used} training '
                 'photos (once per backbone; one run)', convert_seconds)
 

@@ -35,13 +35,21 @@ def cores():
   return len(os.sched_getaffinity(0))
 
 
-def cache_stage(folder, backbone, bottleneck_dir,
-                batch_size=config.DEFAULT_BATCH_SIZE):
+def cache_stage(folder, backbone, bottleneck_dir, *, engine, choose=None):
   """The cache stage as retrain.py runs it: list, hash, look up, compute.
 
   The computing of the photos not cached yet (decode, backbone, journal:
   `cache._compute`) is also timed on its own, from inside the stage; the
   rest is listing, hashing, look-ups and folding the journal into the file.
+
+  Args:
+    folder: the photos.
+    backbone: the `backbones.Backbone` whose vectors are cached.
+    bottleneck_dir: the cache.
+    engine: the `cache.Engine` to compute them with (as chosen once, before
+      the measurement, by `probe`).
+    choose: instead of `engine`, the `engine` argument of
+      `cache.cache_bottlenecks` (`probe.chooser`): choosing is then timed.
 
   Returns:
     A `Stage`.
@@ -61,17 +69,18 @@ def cache_stage(folder, backbone, bottleneck_dir,
     _, photos = images.find_photos(folder)
     photos, _ = images.digest_photos(photos)
     result = cache.cache_bottlenecks(photos, backbone, bottleneck_dir,
-                                     batch_size=batch_size)
+                                     engine=choose or (lambda paths: engine))
   seconds = time.perf_counter() - start
   assert len(compute_seconds) == 1, compute_seconds  # The stage changed.
   return Stage(seconds, compute_seconds[0], result)
 
 
-def backbone_limit(backbone, pixels, *, batch_size, images=320):
+def backbone_limit(features, pixels, *, batch_size, images=320):
   """Speed and CPU cost of the backbone alone on decoded, resized batches.
 
   Args:
-    backbone: a `backbones.Backbone` (or anything with its `features`).
+    features: a backbone's function, float32 [batch, height, width, 3] in
+      [0, 1] -> vectors (`backbones.Backbone.features`, a `tflite.Runner`).
     pixels: uint8 [n, height, width, 3] decoded photos, cycled through.
     batch_size: images per call, as the cache stage uses.
     images: how many images to time (after one untimed warm-up call).
@@ -83,10 +92,10 @@ def backbone_limit(backbone, pixels, *, batch_size, images=320):
   batch_list = [np.take(floats, range(i * batch_size, (i + 1) * batch_size),
                         axis=0, mode='wrap')
                 for i in range(max(1, images // batch_size))]
-  np.asarray(backbone.features(batch_list[0]))
+  np.asarray(features(batch_list[0]))
   start, cpu = time.perf_counter(), time.process_time()
   for batch in batch_list:
-    np.asarray(backbone.features(batch))
+    np.asarray(features(batch))
   count = len(batch_list) * batch_size
   return (count / (time.perf_counter() - start),
           (time.process_time() - cpu) * 1000 / count)

@@ -66,6 +66,13 @@ class Table:
       self._add(name, figure, rss, reference['peak_rss_bytes'], 'the above',
                 1.2, at_most=True)
 
+  def agreement(self, name, difference, cosine, tolerance):
+    """Two sets of vectors: largest relative difference and smallest cosine."""
+    self._rows.append((name, f'largest relative difference {difference:.1e}, '
+                       f'smallest cosine {cosine:.7f}', '',
+                       f'<= {tolerance:g}',
+                       'yes' if difference <= tolerance else '**no**'))
+
   def print(self, *, machine, seconds):
     """Prints the table with the machine and the benchmark's own time."""
     print(f'\n{machine}; speeds are medians of {self._repeats} runs; the '
@@ -85,13 +92,18 @@ def machine(cores):
       machine has more, '(of M)' follows.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  model = platform.processor() or 'unknown CPU'
+  from bottleneck.features import probe  # pylint: disable=g-import-not-at-top
+  model = probe.cpu_model()
   try:
     with open('/proc/cpuinfo', encoding='utf-8') as f:
-      model = next(line.split(':', 1)[1].strip() for line in f
-                   if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
+      flags = next((line.split(':', 1)[1].split() for line in f
+                    if line.startswith('flags')), [])
+  except OSError:
+    flags = []
+  units = [name for flag, name in (('avx2', 'AVX2'), ('avx512f', 'AVX-512'),
+                                   ('avx512_vnni', 'VNNI'),
+                                   ('amx_int8', 'AMX')) if flag in flags]
+  model += f', {" ".join(units)}' if units else ''
   memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
   of = '' if os.cpu_count() == cores else f' (of {os.cpu_count()})'
   return (f'{model}, {cores} cores{of}, {memory:.0f} GiB, Python '

@@ -1,12 +1,17 @@
 """The interleaved rounds behind the cache stage's speed figures and ratios.
 
 Each round measures, one after the other: the backbone limits (float32 under
-TensorFlow at batch 1, the cache stage's batch and 32; the int8 copy and a
-float32 TFLite copy at the cache stage's batch), the decoder's CPU cost, the
-float32 and the int8 cache stages on the flower photos, the float32 one on 12
-MP photos and on 1% new photos, and the one-image-at-a-time baseline on flower
-and on 12 MP photos. Every figure is the median over the same rounds, so that
-a slow spell of the shared machine hits both sides of each ratio.
+TensorFlow at every batch of LIMIT_SIZES; the float32 LiteRT copy and the int8
+copy at the batch and threads their cache stages use, and on one thread for
+their CPU cost), the decoder's CPU cost, the default (float32) and the int8
+cache stages on the flower photos, the default one on 12 MP photos and on 1%
+new photos, and the one-image-at-a-time baseline on flower and on 12 MP
+photos. Every figure is the median over the same rounds, so that a slow spell
+of the shared machine hits both sides of each ratio.
+
+The cache stages run with the settings retrain.py's defaults choose on this
+machine (`probe`, measured once before the rounds, as a first run would, and
+passed to every round as a nightly run reads them from machine.json).
 """
 
 import collections
@@ -19,9 +24,8 @@ from absl import logging
 
 from bench import data
 from bench import measure
-from bottleneck import config
 
-LIMIT_SIZES = (1, config.DEFAULT_BATCH_SIZE, 32)
+LIMIT_SIZES = (1, 4, 8, 16, 32)
 
 
 @dataclasses.dataclass
@@ -56,23 +60,43 @@ def _fresh(path):
   return path
 
 
-def _stage(folder, backbone, bottleneck_dir, expected):
-  stage = measure.cache_stage(folder, backbone, bottleneck_dir)
+def _stage(folder, backbone, bottleneck_dir, expected, engine):
+  stage = measure.cache_stage(folder, backbone, bottleneck_dir, engine=engine)
   assert stage.result.computed == expected, (stage.result.computed, expected)
   return stage
 
 
-def run(sets, *, backbone, int8, float_tflite, caches, repeats):
+@dataclasses.dataclass
+class Engines:
+  """The cache stages' settings, and the LiteRT copies' single-thread runs.
+
+  Attributes:
+    default: the `cache.Engine` retrain.py's defaults chose for the float32
+      backbone.
+    int8: the one chosen for the int8 copy.
+    litert: the float32 LiteRT copy at `default`'s batch size, every core
+      (whether or not the default chose it).
+    litert_one, int8_one: the two copies on one thread: their CPU cost per
+      image without threads that wait (for the CPU bounds).
+  """
+  default: object
+  int8: object
+  litert: object
+  litert_one: object
+  int8_one: object
+
+
+def run(sets, *, backbone, int8_backbone, engines, caches, repeats):
   """Measures `repeats` rounds.
 
   Args:
     sets: the `Sets`.
     backbone: the float32 `backbones.Backbone`.
-    int8: its int8 copy (a `backbones.Backbone`).
-    float_tflite: anything with a `features` that runs a float32 TFLite copy.
+    int8_backbone: its int8 copy (a `backbones.Backbone`).
+    engines: the `Engines`.
     caches: folder of the caches; its subfolders 'flowers', 'int8', 'large'
       and 'new' are rebuilt every round ('flowers' is left with every flower
-      photo's float32 vector).
+      photo's default vector).
     repeats: how many rounds.
 
   Returns:
@@ -84,14 +108,19 @@ def run(sets, *, backbone, int8, float_tflite, caches, repeats):
   samples, last = collections.defaultdict(list), {}
   def add(name, value):
     samples[name].append(value)
-  limits = [(f'limit{size}', backbone, size) for size in LIMIT_SIZES] + [
-      ('int8_limit', int8, config.DEFAULT_BATCH_SIZE),
-      ('tflite_limit', float_tflite, config.DEFAULT_BATCH_SIZE)]
+  default, int8 = engines.default, engines.int8
+  limits = [(f'limit{size}', backbone.features, size) for size in LIMIT_SIZES
+           ] + [('default_limit', default.features, default.batch_size),
+                ('litert_limit', engines.litert, default.batch_size),
+                ('int8_limit', int8.features, int8.batch_size),
+                ('litert_one', engines.litert_one, default.batch_size),
+                ('int8_one', engines.int8_one, int8.batch_size)]
   for r in range(repeats):
     logging.info('Cache stages and their references, round %d of %d...',
                  r + 1, repeats)
-    for name, model, size in limits:
-      rate, cpu = measure.backbone_limit(model, sets.pixels, batch_size=size)
+    for name, features, size in limits:
+      rate, cpu = measure.backbone_limit(features, sets.pixels,
+                                         batch_size=size)
       add(name, rate)
       add(name + '_cpu', cpu)
     add('decode_flower', measure.decode_cpu(sets.baseline_paths,
@@ -100,15 +129,17 @@ def run(sets, *, backbone, int8, float_tflite, caches, repeats):
                                            backbone.image_size))
 
     flowers = os.path.join(caches, 'flowers')
-    stage = _stage(sets.flowers_dir, backbone, _fresh(flowers), sets.distinct)
+    stage = _stage(sets.flowers_dir, backbone, _fresh(flowers), sets.distinct,
+                   default)
     add('flowers', stage.seconds)
     add('flowers_compute', stage.compute_seconds)
-    stage = _stage(sets.flowers_dir, int8, _fresh(os.path.join(caches, 'int8')),
-                   sets.distinct)
+    stage = _stage(sets.flowers_dir, int8_backbone,
+                   _fresh(os.path.join(caches, 'int8')), sets.distinct, int8)
     add('int8_cache', stage.seconds)
     last['int8'] = stage.result
     stage = _stage(sets.large_dir, backbone,
-                   _fresh(os.path.join(caches, 'large')), sets.large_count)
+                   _fresh(os.path.join(caches, 'large')), sets.large_count,
+                   default)
     add('large', stage.seconds)
     last['large'] = stage.result
 
@@ -119,7 +150,7 @@ def run(sets, *, backbone, int8, float_tflite, caches, repeats):
     shutil.copytree(flowers, _fresh(new))
     photos = sets.new_photos(r)
     paths = data.add_new_photos(photos, sets.flowers_dir, sets.new_dir, f'r{r}')
-    stage = _stage(sets.new_dir, backbone, new, len(photos))
+    stage = _stage(sets.new_dir, backbone, new, len(photos), default)
     add('new', stage.seconds)
     add('new_compute', stage.compute_seconds)
     for path in paths:
@@ -130,8 +161,23 @@ def run(sets, *, backbone, int8, float_tflite, caches, repeats):
   return {k: statistics.median(v) for k, v in samples.items()}, last
 
 
-def float_rows(table, med, sets, *, photos, cores):
-  """The float32 cache stage's rows, from `run`'s medians.
+def tensorflow_best(med):
+  """(batch, images/s) of TensorFlow's fastest batch of LIMIT_SIZES."""
+  size = max(LIMIT_SIZES, key=lambda b: med[f'limit{b}'])
+  return size, med[f'limit{size}']
+
+
+def describe(engine):
+  """'LiteRT float32, batch 4, 2 threads + 2 decoding' for a row's name."""
+  runtime = {'litert': 'LiteRT', 'tensorflow': 'TensorFlow'}[engine.runtime]
+  threads = (f', {engine.backbone_threads} threads'
+             if engine.backbone_threads else '')
+  return (f'{runtime}, batch {engine.batch_size}{threads} + '
+          f'{engine.decode_threads} decoding')
+
+
+def float_rows(table, med, sets, *, photos, cores, engine):
+  """The default (float32) cache stage's rows, from `run`'s medians.
 
   Args:
     table: the `report.Table`.
@@ -139,20 +185,47 @@ def float_rows(table, med, sets, *, photos, cores):
     sets: the `Sets` they were measured on.
     photos: how many flower photos the cache stages ran on.
     cores: CPU cores of the benchmark.
+    engine: the default's `cache.Engine`.
   """
-  batch = config.DEFAULT_BATCH_SIZE
-  limit = med[f'limit{batch}']
+  best_batch, best = tensorflow_best(med)
+  limit = med['default_limit']
   distinct, large_count = sets.distinct, sets.large_count
   cache_rate = distinct / med['flowers']
   large_rate = large_count / med['large']
-  for size in (batch,) + tuple(s for s in LIMIT_SIZES if s != batch):
-    table.speed(f'backbone limit: decoded 224x224 tensors, batch {size}'
-                + ('' if size == batch else ' (for comparison)'),
+  for size in LIMIT_SIZES:
+    table.speed(f'TensorFlow backbone alone: decoded 224x224 tensors, batch '
+                f'{size}' + (' (its best)' if size == best_batch else ''),
                 med[f'limit{size}'])
-  table.speed(f'cache stage, {photos:,} flower photos ({distinct:,} '
-              'distinct)', cache_rate, limit, 'backbone limit', 0.9)
+  table.speed(f'LiteRT float32 copy alone, batch {engine.batch_size}, '
+              f'{cores} threads', med['litert_limit'], best,
+              'TensorFlow at its best batch')
+  table.speed(f'backbone limit: the default\'s runtime alone '
+              f'({describe(engine)})', limit, best,
+              'TensorFlow at its best batch')
+  table.speed(f'cache stage (defaults: {describe(engine)}), {photos:,} flower '
+              f'photos ({distinct:,} distinct)', cache_rate, best,
+              'TensorFlow at its best batch', 2.0)
+  # The profile behind the cache stage's ratios: CPU time per image. The
+  # cores cannot run more than cores * 1000 / (backbone + decode) images/s.
+  # The backbone's cost is its run on one thread (LiteRT) or TensorFlow's
+  # pool at the default's batch: CPU time that threads spend waiting for
+  # each other is not work the cores must do.
+  backbone_cpu = (med['litert_one_cpu'] if engine.runtime == 'litert' else
+                  med['default_limit_cpu'])
+  bounds = {}
+  for name, decode_cpu in (('flower', med['decode_flower']),
+                           ('12 MP', med['decode_large'])):
+    bounds[name] = cores * 1000 / (backbone_cpu + decode_cpu)
+    table.speed(f'CPU bound, {name} photo: {cores} cores / (backbone '
+                f'{backbone_cpu:.1f} + decode {decode_cpu:.1f} CPU ms per '
+                'image)', bounds[name], limit, 'backbone limit')
+  table.ratio('cache stage / CPU bound, flowers', cache_rate,
+              bounds['flower'], 0.8)
+  table.ratio('cache stage / backbone limit, flowers', cache_rate, limit, 0.9)
   table.speed(f'cache stage, {large_count} distinct photos of 12 MP '
               '(4000x3000 JPEG)', large_rate, limit, 'backbone limit', 0.8)
+  table.ratio('cache stage / CPU bound, 12 MP', large_rate, bounds['12 MP'],
+              None)
   table.speed(f'one image at a time (retrain.py way), '
               f'{len(sets.baseline_paths)} flower photos of every class',
               med['baseline'])
@@ -162,15 +235,6 @@ def float_rows(table, med, sets, *, photos, cores):
               'of every class', med['large_baseline'])
   table.ratio('cache stage / one image at a time, 12 MP', large_rate,
               med['large_baseline'], None)
-  # The profile behind the cache stage's ratios: CPU time per image. The
-  # cores cannot run more than cores * 1000 / (backbone + decode) images/s.
-  backbone_cpu = med[f'limit{batch}_cpu']
-  for name, decode_cpu in (('flower photo', med['decode_flower']),
-                           ('12 MP photo', med['decode_large'])):
-    table.speed(f'CPU bound, {name}: {cores} cores / (backbone '
-                f'{backbone_cpu:.1f} + decode {decode_cpu:.1f} CPU ms per '
-                'image)', cores * 1000 / (backbone_cpu + decode_cpu), limit,
-                'backbone limit')
   new = len(sets.new_photos(0))
   table.seconds(f'cache stage, {new} new photos (1%) + {photos:,} cached '
                 f'(computes exactly {new})', med['new'])

@@ -42,6 +42,10 @@ from bench import measure
 from bench import report
 from bench import rounds
 from bottleneck.features import backbones
+from bottleneck.features import cache
+from bottleneck.features import probe
+from bottleneck.features import runtimes
+from bottleneck.features import tflite
 from bottleneck import config
 from bottleneck.data import decode
 from bottleneck.train import recipes
@@ -151,18 +155,56 @@ def main(argv):
   logging.info('Converting the backbone to int8...')
   int8_backbone, convert_seconds, calibration_used = int8.convert(
       backbone, split['training'], fresh('caches', 'int8_model'))
-  med, last = rounds.run(sets, backbone=backbone, int8=int8_backbone,
-                         float_tflite=int8.FloatTflite(backbone),
+  logging.info('Choosing the cache stage\'s settings as a first run does...')
+  probe_dir = fresh('caches', 'probe')
+  paths = [p.path for p in flowers]
+  start = time.perf_counter()
+  default_engine = probe.chooser(backbone, runtime='auto', batch_size=0,
+                                 bottleneck_dir=probe_dir)(paths)
+  probe_seconds = time.perf_counter() - start
+  int8_engine = probe.chooser(int8_backbone, runtime='auto', batch_size=0,
+                              bottleneck_dir=probe_dir)(paths)
+  copy = runtimes.float_copy(backbone, probe_dir, None)  # Kept: not again.
+  engines = rounds.Engines(
+      default=default_engine, int8=int8_engine,
+      litert=tflite.Runner(copy, name='float32 copy', threads=cores),
+      litert_one=tflite.Runner(copy, name='float32 copy', threads=1),
+      int8_one=tflite.Runner(int8_backbone.tflite_model, name='int8 copy',
+                             threads=1))
+  med, last = rounds.run(sets, backbone=backbone, int8_backbone=int8_backbone,
+                         engines=engines,
                          caches=os.path.join(FLAGS.work_dir, 'caches'),
                          repeats=FLAGS.repeats)
-  rounds.float_rows(table, med, sets, photos=len(flowers), cores=cores)
+  rounds.float_rows(table, med, sets, photos=len(flowers), cores=cores,
+                    engine=default_engine)
+  table.seconds('choosing those settings, once per backbone and machine: '
+                'the float32 copy converted and checked, runtimes, batch '
+                'sizes and threads measured (one run)', probe_seconds)
   int8.speed_rows(table, med, photos=len(flowers), distinct=distinct,
                   cores=cores, convert_seconds=convert_seconds,
-                  calibration_used=calibration_used)
+                  calibration_used=calibration_used, engine=int8_engine)
+
+  flowers_cache = os.path.join(FLAGS.work_dir, 'caches', 'flowers')
+  if default_engine.runtime == 'litert':
+    logging.info('The LiteRT copy\'s vectors against TensorFlow\'s...')
+    best_batch, _ = rounds.tensorflow_best(med)
+    by_tensorflow = measure.cache_stage(
+        flowers_dir, backbone, fresh('caches', 'flowers_tensorflow'),
+        engine=cache.Engine('tensorflow', backbone.features, best_batch))
+    by_default = measure.cache_stage(flowers_dir, backbone, flowers_cache,
+                                     engine=default_engine)
+    assert by_default.result.computed == 0
+    table.agreement(
+        f'default (LiteRT float32) vectors against TensorFlow\'s, '
+        f'{len(by_tensorflow.result.photos):,} flower photos',
+        runtimes.relative_difference(by_tensorflow.result.vectors,
+                                     by_default.result.vectors),
+        runtimes.min_cosine(by_tensorflow.result.vectors,
+                            by_default.result.vectors), runtimes.TOLERANCE)
 
   logging.info('Head training...')
-  cached = measure.cache_stage(flowers_dir, backbone, os.path.join(
-      FLAGS.work_dir, 'caches', 'flowers')).result
+  cached = measure.cache_stage(flowers_dir, backbone, flowers_cache,
+                               engine=default_engine).result
   rows = {p.digest: v for p, v in zip(cached.photos, cached.vectors)}
   def vectors(members):
     return (np.stack([rows[p.digest] for p in members]),
@@ -214,8 +256,7 @@ def main(argv):
       [sys.executable, '-c', 'import tensorflow'])[0])
   table.seconds('python -c "import tensorflow"', import_seconds)
   warm_cache = median_of(lambda: measure.cache_stage(
-      flowers_dir, backbone,
-      os.path.join(FLAGS.work_dir, 'caches', 'flowers')).seconds)
+      flowers_dir, backbone, flowers_cache, engine=default_engine).seconds)
   table.seconds(f'cache stage, {len(flowers):,} photos all cached',
                 warm_cache, 2.0, '2 s', 1.0, at_most=True)
   fresh('flowers')
@@ -258,7 +299,8 @@ def main(argv):
   samples = {'limit': [], 'label': [], 'label_int8': []}
   for _ in range(FLAGS.repeats):
     samples['limit'].append(measure.backbone_limit(
-        backbone, sets.pixels, batch_size=config.DEFAULT_BATCH_SIZE)[0])
+        backbone.features, sets.pixels,
+        batch_size=config.DEFAULT_BATCH_SIZE)[0])
     for name, model in models:
       samples[name].append(measure.label_folder(model, label_paths))
   label = {k: statistics.median(v) for k, v in samples.items()}

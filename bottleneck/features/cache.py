@@ -137,6 +137,8 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
   Returns:
     A `CacheResult`.
   """
+  if engine is None and batch_size < 1:
+    raise ValueError(f'batch_size is {batch_size}; pass one >= 1 or an engine')
   vectors = store.VectorStore(cache_path(bottleneck_dir, backbone), backbone)
   try:
     distinct = {p.digest for p in photos}
