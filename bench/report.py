@@ -55,6 +55,14 @@ class Table:
         '' if target is None else f'<= {target:g} point',
         '' if target is None else 'yes' if gap <= target else '**no**'))
 
+  def agreement(self, name, agreement, difference, *, target=1.0):
+    """Two forms' answers: top-1 agreement (a share) and the largest
+    difference of a probability, against a target share."""
+    self._rows.append((
+        name, f'top-1 agreement {agreement:.1%}, largest probability '
+        f'difference {difference:.1e}', '', f'>= {target:.0%}',
+        'yes' if agreement >= target else '**no**'))
+
   def memory(self, name, child, reference=None):
     """A child's peak RSS, optionally as a ratio of another child's."""
     rss = child['peak_rss_bytes']

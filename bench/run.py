@@ -38,6 +38,7 @@ import numpy as np
 
 from bench import data
 from bench import int8
+from bench import label
 from bench import measure
 from bench import report
 from bench import rounds
@@ -46,7 +47,6 @@ from bottleneck import config
 from bottleneck.data import decode
 from bottleneck.train import recipes
 from bottleneck.data import images
-from bottleneck import predict
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('work_dir', os.path.join(measure.ROOT, 'bench', '_work'),
@@ -67,7 +67,9 @@ flags.DEFINE_integer('baseline_photos', 200, 'Flower photos of the '
 flags.DEFINE_integer('large_photos', 40, '12 MP photos of the one-image-at-'
                      'a-time baseline, from every class.')
 flags.DEFINE_integer('label_photos', 500, 'Flower photos that label_image '
-                     'labels for its throughput, from every class.')
+                     'labels for its throughput and for the agreement of its '
+                     'classifier.tflite with the SavedModel, from every '
+                     'class.')
 FLAGS = flags.FLAGS
 BACKBONE = 'keras:mobilenet_v2'
 
@@ -250,33 +252,12 @@ def main(argv):
                 at_most=True)
 
   logging.info('label_image...')
-  label_paths = [p.path for p in data.every_class(flowers, FLAGS.label_photos)]
-  model_dir = os.path.join(FLAGS.work_dir, 'flowers', 'model')
-  models = (('label', predict.load_saved_model(model_dir)),
-            ('label_int8', predict.load_tflite(tflite_path)))
-  # Interleaved with the backbone limit, as the cache stages' rounds are.
-  samples = {'limit': [], 'label': [], 'label_int8': []}
-  for _ in range(FLAGS.repeats):
-    samples['limit'].append(measure.backbone_limit(
-        backbone, sets.pixels, batch_size=config.DEFAULT_BATCH_SIZE)[0])
-    for name, model in models:
-      samples[name].append(measure.label_folder(model, label_paths))
-  label = {k: statistics.median(v) for k, v in samples.items()}
-  table.speed(f'backbone limit, batch {config.DEFAULT_BATCH_SIZE}, measured '
-              'between the label_image runs', label['limit'])
-  table.speed(f'label_image over a folder, {len(label_paths)} photos of every '
-              'class', label['label'], label['limit'], 'backbone limit', 0.8)
-  table.speed(f'label_image over a folder, int8 .tflite, {len(label_paths)} '
-              'photos of every class', label['label_int8'], label['limit'],
-              'backbone limit')
-  def one_photo(flag):  # With a .tflite, predict does not import TensorFlow.
-    return median_of(lambda: measure.wall_time([
-        sys.executable, 'label_image.py', f'--image={label_paths[0]}',
-        flag])[0])
-  for name, flag in (('', f'--saved_model_dir={model_dir}'),
-                     (' --tflite_model', f'--tflite_model={tflite_path}')):
-    table.seconds(f'label_image.py{name}, one photo (whole process)',
-                  one_photo(flag), import_seconds, 'import time', None)
+  label.label_rows(
+      table, backbone=backbone, pixels=sets.pixels,
+      model_dir=os.path.join(FLAGS.work_dir, 'flowers', 'model'),
+      int8_path=tflite_path, import_seconds=import_seconds,
+      paths=[p.path for p in data.every_class(flowers, FLAGS.label_photos)],
+      repeats=FLAGS.repeats)
 
   logging.info('Memory (%s generated photos, once)...', f'{FLAGS.many:,}')
   memory = {}
