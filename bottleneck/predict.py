@@ -86,16 +86,12 @@ def load_saved_model(path):
 
 
 def load_model_folder(path):
-  """Loads the model folder of retrain.py, without TensorFlow if it can.
-
-  Args:
-    path: the folder (--saved_model_dir).
+  """Loads retrain.py's model folder: its classifier.tflite if it has one.
 
   Returns:
-    (`LoadedModel`, note): the model of the folder's classifier.tflite and
-    note None; or, from a folder without that file, the SavedModel's model
-    and a one-line note that says why it was loaded (None if its backbone
-    could not be converted, which retrain.py said when it exported it).
+    (`LoadedModel`, note): note is None, or, for a folder of an earlier
+    version (no classifier.tflite: the SavedModel is loaded), one line that
+    says so.
 
   Raises:
     errors.ModelError: the folder is missing or is not such an export, or its
@@ -216,11 +212,8 @@ def _model_folder(path):
 
 
 def _folder_metadata(path):
-  """The folder's assets/bottleneck.json, if this version can read the export.
-
-  Raises:
-    errors.ModelError: it is missing, or from a newer version.
-  """
+  """assets/bottleneck.json as a dict; errors.ModelError if it is missing or
+  from a newer version."""
   meta = formats.read_metadata(path)
   if meta is None:
     raise errors.ModelError(
