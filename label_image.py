@@ -7,7 +7,12 @@ r"""Label images with a model exported by retrain.py.
       --labels /tmp/output_labels.txt --image photo.jpg
   python label_image.py --tflite_model model.tflite --image photo.jpg
 
-With no model flag it reads the SavedModel that retrain.py exports by default.
+With no model flag it reads the model folder that retrain.py exports by
+default (--saved_model_dir): its classifier.tflite, the same backbone and head
+as the SavedModel beside it, run with LiteRT, so that TensorFlow is never
+imported (one photo in a fraction of a second instead of seconds). Only a
+folder exported before that file existed falls back to the SavedModel, with
+TensorFlow, and says so in one line. --verbosity 1 logs which file is run.
 The input size and preprocessing come from the model itself.
 """
 
@@ -17,6 +22,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from bottleneck.run import cli
 from bottleneck import config
@@ -71,7 +77,10 @@ def _label(extra_images):
         FLAGS.graph, FLAGS.labels or config.RETRAIN_DEFAULTS['output_labels'],
         input_layer=FLAGS.input_layer, output_layer=FLAGS.output_layer)
   else:
-    model = predict.load_saved_model(FLAGS.saved_model_dir)
+    model, note = predict.load_model_folder(FLAGS.saved_model_dir)
+    if note:
+      print(f'label_image.py: {note}', file=sys.stderr)
+  logging.debug('Labelling with %s.', model.source)
   results = predict.label_images(model, paths, top_k=FLAGS.top_k,
                                  batch_size=FLAGS.batch_size)
   labelled = _print(results, FLAGS.output_format, single=len(paths) == 1)

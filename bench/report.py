@@ -55,6 +55,14 @@ class Table:
         '' if target is None else f'<= {target:g} point',
         '' if target is None else 'yes' if gap <= target else '**no**'))
 
+  def agreement(self, name, agreement, difference, *, target=1.0):
+    """Two forms' answers: top-1 agreement (a share) and the largest
+    difference of a probability, against a target share."""
+    self._rows.append((
+        name, f'top-1 agreement {agreement:.1%}, largest probability '
+        f'difference {difference:.1e}', '', f'>= {target:.0%}',
+        'yes' if agreement >= target else '**no**'))
+
   def memory(self, name, child, reference=None):
     """A child's peak RSS, optionally as a ratio of another child's."""
     rss = child['peak_rss_bytes']
@@ -66,7 +74,7 @@ class Table:
       self._add(name, figure, rss, reference['peak_rss_bytes'], 'the above',
                 1.2, at_most=True)
 
-  def agreement(self, name, difference, cosine, tolerance):
+  def vectors_agreement(self, name, difference, cosine, tolerance):
     """Two sets of vectors: largest relative difference and smallest cosine."""
     self._rows.append((name, f'largest relative difference {difference:.1e}, '
                        f'smallest cosine {cosine:.7f}', '',

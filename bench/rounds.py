@@ -66,26 +66,6 @@ def _stage(folder, backbone, bottleneck_dir, expected, engine):
   return stage
 
 
-@dataclasses.dataclass
-class Engines:
-  """The cache stages' settings, and the LiteRT copies' single-thread runs.
-
-  Attributes:
-    default: the `cache.Engine` retrain.py's defaults chose for the float32
-      backbone.
-    int8: the one chosen for the int8 copy.
-    litert: the float32 LiteRT copy at `default`'s batch size, every core
-      (whether or not the default chose it).
-    litert_one, int8_one: the two copies on one thread: their CPU cost per
-      image without threads that wait (for the CPU bounds).
-  """
-  default: object
-  int8: object
-  litert: object
-  litert_one: object
-  int8_one: object
-
-
 def run(sets, *, backbone, int8_backbone, engines, caches, repeats):
   """Measures `repeats` rounds.
 
@@ -93,7 +73,7 @@ def run(sets, *, backbone, int8_backbone, engines, caches, repeats):
     sets: the `Sets`.
     backbone: the float32 `backbones.Backbone`.
     int8_backbone: its int8 copy (a `backbones.Backbone`).
-    engines: the `Engines`.
+    engines: the `engines.Engines`.
     caches: folder of the caches; its subfolders 'flowers', 'int8', 'large'
       and 'new' are rebuilt every round ('flowers' is left with every flower
       photo's default vector).

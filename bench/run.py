@@ -37,20 +37,17 @@ from absl import logging
 import numpy as np
 
 from bench import data
+from bench import engines
 from bench import int8
+from bench import label
 from bench import measure
 from bench import report
 from bench import rounds
 from bottleneck.features import backbones
-from bottleneck.features import cache
-from bottleneck.features import probe
-from bottleneck.features import runtimes
-from bottleneck.features import tflite
 from bottleneck import config
 from bottleneck.data import decode
 from bottleneck.train import recipes
 from bottleneck.data import images
-from bottleneck import predict
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('work_dir', os.path.join(measure.ROOT, 'bench', '_work'),
@@ -71,7 +68,9 @@ flags.DEFINE_integer('baseline_photos', 200, 'Flower photos of the '
 flags.DEFINE_integer('large_photos', 40, '12 MP photos of the one-image-at-'
                      'a-time baseline, from every class.')
 flags.DEFINE_integer('label_photos', 500, 'Flower photos that label_image '
-                     'labels for its throughput, from every class.')
+                     'labels for its throughput and for the agreement of its '
+                     'classifier.tflite with the SavedModel, from every '
+                     'class.')
 FLAGS = flags.FLAGS
 BACKBONE = 'keras:mobilenet_v2'
 
@@ -156,23 +155,12 @@ def main(argv):
   int8_backbone, convert_seconds, calibration_used = int8.convert(
       backbone, split['training'], fresh('caches', 'int8_model'))
   logging.info('Choosing the cache stage\'s settings as a first run does...')
-  probe_dir = fresh('caches', 'probe')
-  paths = [p.path for p in flowers]
-  start = time.perf_counter()
-  default_engine = probe.chooser(backbone, runtime='auto', batch_size=0,
-                                 bottleneck_dir=probe_dir)(paths)
-  probe_seconds = time.perf_counter() - start
-  int8_engine = probe.chooser(int8_backbone, runtime='auto', batch_size=0,
-                              bottleneck_dir=probe_dir)(paths)
-  copy = runtimes.float_copy(backbone, probe_dir, None)  # Kept: not again.
-  engines = rounds.Engines(
-      default=default_engine, int8=int8_engine,
-      litert=tflite.Runner(copy, name='float32 copy', threads=cores),
-      litert_one=tflite.Runner(copy, name='float32 copy', threads=1),
-      int8_one=tflite.Runner(int8_backbone.tflite_model, name='int8 copy',
-                             threads=1))
+  chosen, probe_seconds = engines.choose(
+      backbone, int8_backbone, [p.path for p in flowers],
+      fresh('caches', 'probe'), cores)
+  default_engine = chosen.default
   med, last = rounds.run(sets, backbone=backbone, int8_backbone=int8_backbone,
-                         engines=engines,
+                         engines=chosen,
                          caches=os.path.join(FLAGS.work_dir, 'caches'),
                          repeats=FLAGS.repeats)
   rounds.float_rows(table, med, sets, photos=len(flowers), cores=cores,
@@ -182,25 +170,12 @@ def main(argv):
                 'sizes and threads measured (one run)', probe_seconds)
   int8.speed_rows(table, med, photos=len(flowers), distinct=distinct,
                   cores=cores, convert_seconds=convert_seconds,
-                  calibration_used=calibration_used, engine=int8_engine)
+                  calibration_used=calibration_used, engine=chosen.int8)
 
   flowers_cache = os.path.join(FLAGS.work_dir, 'caches', 'flowers')
-  if default_engine.runtime == 'litert':
-    logging.info('The LiteRT copy\'s vectors against TensorFlow\'s...')
-    best_batch, _ = rounds.tensorflow_best(med)
-    by_tensorflow = measure.cache_stage(
-        flowers_dir, backbone, fresh('caches', 'flowers_tensorflow'),
-        engine=cache.Engine('tensorflow', backbone.features, best_batch))
-    by_default = measure.cache_stage(flowers_dir, backbone, flowers_cache,
-                                     engine=default_engine)
-    assert by_default.result.computed == 0
-    table.agreement(
-        f'default (LiteRT float32) vectors against TensorFlow\'s, '
-        f'{len(by_tensorflow.result.photos):,} flower photos',
-        runtimes.relative_difference(by_tensorflow.result.vectors,
-                                     by_default.result.vectors),
-        runtimes.min_cosine(by_tensorflow.result.vectors,
-                            by_default.result.vectors), runtimes.TOLERANCE)
+  engines.agreement_row(table, med, backbone=backbone, engine=default_engine,
+                        flowers_dir=flowers_dir, cached_dir=flowers_cache,
+                        fresh_dir=fresh('caches', 'flowers_tensorflow'))
 
   logging.info('Head training...')
   cached = measure.cache_stage(flowers_dir, backbone, flowers_cache,
@@ -291,34 +266,12 @@ def main(argv):
                 at_most=True)
 
   logging.info('label_image...')
-  label_paths = [p.path for p in data.every_class(flowers, FLAGS.label_photos)]
-  model_dir = os.path.join(FLAGS.work_dir, 'flowers', 'model')
-  models = (('label', predict.load_saved_model(model_dir)),
-            ('label_int8', predict.load_tflite(tflite_path)))
-  # Interleaved with the backbone limit, as the cache stages' rounds are.
-  samples = {'limit': [], 'label': [], 'label_int8': []}
-  for _ in range(FLAGS.repeats):
-    samples['limit'].append(measure.backbone_limit(
-        backbone.features, sets.pixels,
-        batch_size=config.DEFAULT_BATCH_SIZE)[0])
-    for name, model in models:
-      samples[name].append(measure.label_folder(model, label_paths))
-  label = {k: statistics.median(v) for k, v in samples.items()}
-  table.speed(f'backbone limit, batch {config.DEFAULT_BATCH_SIZE}, measured '
-              'between the label_image runs', label['limit'])
-  table.speed(f'label_image over a folder, {len(label_paths)} photos of every '
-              'class', label['label'], label['limit'], 'backbone limit', 0.8)
-  table.speed(f'label_image over a folder, int8 .tflite, {len(label_paths)} '
-              'photos of every class', label['label_int8'], label['limit'],
-              'backbone limit')
-  def one_photo(flag):  # With a .tflite, predict does not import TensorFlow.
-    return median_of(lambda: measure.wall_time([
-        sys.executable, 'label_image.py', f'--image={label_paths[0]}',
-        flag])[0])
-  for name, flag in (('', f'--saved_model_dir={model_dir}'),
-                     (' --tflite_model', f'--tflite_model={tflite_path}')):
-    table.seconds(f'label_image.py{name}, one photo (whole process)',
-                  one_photo(flag), import_seconds, 'import time', None)
+  label.label_rows(
+      table, backbone=backbone, pixels=sets.pixels,
+      model_dir=os.path.join(FLAGS.work_dir, 'flowers', 'model'),
+      int8_path=tflite_path, import_seconds=import_seconds,
+      paths=[p.path for p in data.every_class(flowers, FLAGS.label_photos)],
+      repeats=FLAGS.repeats)
 
   logging.info('Memory (%s generated photos, once)...', f'{FLAGS.many:,}')
   memory = {}

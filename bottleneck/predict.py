@@ -7,11 +7,15 @@ frozen graph with its labels file (input float32 [batch, height, width, 3] in
 
 TensorFlow is imported only to load a SavedModel or a frozen graph: labelling
 with a .tflite does not pay its import (seconds; README.md, Performance, has the
-measured figure).
+measured figure). `load_model_folder` therefore runs the folder's
+classifier.tflite, the same backbone and head as its SavedModel (see
+`formats`), and loads the SavedModel only from a folder exported before that
+file existed, or whose backbone could not be converted.
 """
 
 import dataclasses
 import glob
+import hashlib
 import os
 
 import numpy as np
@@ -33,10 +37,12 @@ class LoadedModel:
     image_size: (height, width) it takes.
     classify: float32 numpy [batch, height, width, 3] in [0, 1] ->
       float32 numpy [batch, len(labels)] probabilities.
+    source: what runs, for a log line ('model.tflite (LiteRT)').
   """
   labels: list
   image_size: tuple
   classify: object
+  source: str = ''
 
 
 def load_saved_model(path):
@@ -45,25 +51,11 @@ def load_saved_model(path):
   Raises:
     errors.ModelError: the folder is missing or is not such an export.
   """
-  if not os.path.isdir(path):
-    raise errors.ModelError(
-        f'Model folder {path} not found. Pass --saved_model_dir the folder that '
-        'retrain.py exported to, or --graph and --labels for a frozen graph.')
-  # A published model folder is a link that a new export replaces at once:
-  # resolve it once, so that the metadata and the model come from one export.
-  path = os.path.realpath(path)
+  path = _model_folder(path)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(os.path.join(path, 'saved_model.pb')):
     raise errors.ModelError(f'{path} is not a SavedModel (no saved_model.pb).')
-  meta = formats.read_metadata(path)
-  if meta is None:
-    raise errors.ModelError(
-        f'{path} is not an export of retrain.py: its assets/'
-        f'{formats.METADATA_FILE} is missing or is not a JSON object.')
-  if meta.get('format', 0) > formats.FORMAT_VERSION:
-    raise errors.ModelError(
-        f'{path} was exported by a newer version (format {meta["format"]}); '
-        'update bottleneck to read it.')
+  meta = _folder_metadata(path)
   for key in ('labels', 'image_size'):
     if key not in meta:
       raise errors.ModelError(
@@ -89,7 +81,40 @@ def load_saved_model(path):
     return signature(images=tf.constant(batch))['probabilities'].numpy()
 
   return _checked(LoadedModel(list(meta['labels']), tuple(meta['image_size']),
-                              classify), path)
+                              classify, f'the SavedModel {path} (TensorFlow)'),
+                  path)
+
+
+def load_model_folder(path):
+  """Loads retrain.py's model folder: its classifier.tflite if it has one.
+
+  Returns:
+    (`LoadedModel`, note): note is None, or, for a folder of an earlier
+    version (no classifier.tflite: the SavedModel is loaded), one line that
+    says so.
+
+  Raises:
+    errors.ModelError: the folder is missing or is not such an export, or its
+      classifier.tflite is damaged (never a silent fall back to TensorFlow).
+  """
+  given, path = path, _model_folder(path)
+  classifier = os.path.join(path, formats.CLASSIFIER_FILE)
+  if not os.path.lexists(classifier):
+    meta = formats.read_metadata(path)
+    note = None if meta and formats.CLASSIFIER_DIGEST in meta else (
+        f'{given} has no {formats.CLASSIFIER_FILE} (exported by an earlier '
+        'version), so its SavedModel was loaded with TensorFlow, which takes '
+        'seconds; export it again with retrain.py to label without '
+        'TensorFlow.')
+    return load_saved_model(path), note
+  meta = _folder_metadata(path)
+  data = _read(classifier)
+  if hashlib.sha256(data).hexdigest() != meta.get(formats.CLASSIFIER_DIGEST):
+    raise errors.ModelError(
+        f'{classifier} is damaged or from another export: its SHA-256 is not '
+        f'the one in assets/{formats.METADATA_FILE}. Copy the whole folder '
+        'again, or export it again with retrain.py.')
+  return _tflite_model(data, name=classifier), None
 
 
 def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
@@ -131,7 +156,8 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
   def classify(batch):
     return fn(tf.constant(batch)).numpy()
 
-  return _checked(LoadedModel(labels, (int(shape[1]), int(shape[2])), classify),
+  return _checked(LoadedModel(labels, (int(shape[1]), int(shape[2])), classify,
+                              f'the frozen graph {graph_path} (TensorFlow)'),
                   graph_path)
 
 
@@ -146,24 +172,58 @@ def load_tflite(path, *, labels_path=None):
   Raises:
     errors.ModelError: a file is missing or not what it should be.
   """
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-    labels = None
-    if labels_path:
-      with open(labels_path, 'rb') as f:
-        labels = formats.labels_from_bytes(f.read())
-  except OSError as e:
-    raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
-  runner = tflite.Runner(data, name=path)
+  data = _read(path)
+  labels = labels_path and formats.labels_from_bytes(_read(labels_path))
+  return _tflite_model(data, name=path, labels=labels)
+
+
+def _tflite_model(data, *, name, labels=None):
+  """A `LoadedModel` of a .tflite's bytes; labels None: the attached ones."""
+  runner = tflite.Runner(data, name=name)
   attached = tflite.attached_files(data)
   if labels is None and formats.LABELS_FILE not in attached:
     raise errors.ModelError(
-        f'{path} carries no {formats.LABELS_FILE} (it was not written by '
+        f'{name} carries no {formats.LABELS_FILE} (it was not written by '
         'retrain.py); pass its labels file with --labels.')
   if labels is None:
     labels = formats.labels_from_bytes(attached[formats.LABELS_FILE])
-  return _checked(LoadedModel(labels, runner.image_size, runner), path)
+  return _checked(LoadedModel(labels, runner.image_size, runner,
+                              f'{name} (LiteRT)'), name)
+
+
+def _read(path):
+  """A file's bytes; errors.ModelError if it cannot be read."""
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError as e:
+    raise errors.ModelError(f'Cannot read {e.filename}: {e.strerror}.') from e
+
+
+def _model_folder(path):
+  """The export folder `path` resolved; errors.ModelError if it is missing."""
+  if not os.path.isdir(path):
+    raise errors.ModelError(
+        f'Model folder {path} not found. Pass --saved_model_dir the folder that '
+        'retrain.py exported to, or --graph and --labels for a frozen graph.')
+  # A published model folder is a link that a new export replaces at once:
+  # resolve it once, so that the metadata and the model come from one export.
+  return os.path.realpath(path)
+
+
+def _folder_metadata(path):
+  """assets/bottleneck.json as a dict; errors.ModelError if it is missing or
+  from a newer version."""
+  meta = formats.read_metadata(path)
+  if meta is None:
+    raise errors.ModelError(
+        f'{path} is not an export of retrain.py: its assets/'
+        f'{formats.METADATA_FILE} is missing or is not a JSON object.')
+  if meta.get('format', 0) > formats.FORMAT_VERSION:
+    raise errors.ModelError(
+        f'{path} was exported by a newer version (format {meta["format"]}); '
+        'update bottleneck to read it.')
+  return meta
 
 
 def _checked(model, where):

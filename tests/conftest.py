@@ -305,15 +305,19 @@ def float_export_forms(flags, images, image_bytes):
       serving_default.
 
   Returns:
-    {form: float32 [n, classes]} for both SavedModel signatures, the frozen
-    graph and the float32 .tflite.
+    {form: float32 [n, classes]} for both SavedModel signatures, the model
+    folder's classifier.tflite (label_image.py's fast path), the frozen graph
+    and the float32 .tflite.
   """
   signatures = tf.saved_model.load(flags['saved_model_dir']).signatures
+  folder_model, note = predict.load_model_folder(flags['saved_model_dir'])
+  assert note is None and folder_model.source.endswith('.tflite (LiteRT)')
   return {
       'serving_default': signatures['serving_default'](
           image_bytes=tf.constant(image_bytes))['probabilities'].numpy(),
       'serving_images': signatures['serving_images'](
           images=tf.constant(images))['probabilities'].numpy(),
+      'classifier.tflite': folder_model.classify(images),
       'frozen graph': predict.load_frozen_graph(
           flags['output_graph'], flags['output_labels']).classify(images),
       'tflite float32': predict.load_tflite(

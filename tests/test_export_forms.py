@@ -9,6 +9,7 @@ the cache stage's pixels (bottleneck.data.decode).
 """
 
 import json
+import pathlib
 import sys
 
 import conftest
@@ -17,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from bottleneck.data import decode
+from bottleneck.export import formats
 from bottleneck.features import backbones
 from bottleneck.features import quantize
 from bottleneck import predict
@@ -96,6 +98,11 @@ def test_every_form_agrees_with_the_head(exported):
       head(int8.features(pixels)), atol=2e-5)
   # The photos are not all one class: the check can tell forms apart.
   assert len(set(expected.argmax(axis=1))) == 3
+  # Converted once: the model folder's classifier.tflite is the very file
+  # --tflite_output_file asked for.
+  assert (pathlib.Path(flags['saved_model_dir'], formats.CLASSIFIER_FILE)
+          .read_bytes() == pathlib.Path(flags['tflite_output_file'])
+          .read_bytes())
 
 
 def test_serving_default_answers_as_label_image(exported, capsys):

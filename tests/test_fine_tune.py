@@ -172,8 +172,8 @@ def test_every_export_runs_the_tuned_blocks(tuned_run):
   assert metrics['backbone']['tuned_blocks'] == 1
   # Every form was measured on the test photos and agrees with the head.
   exports = metrics['exports']
-  assert set(exports) == {'saved_model', 'frozen_graph', 'tflite_float32',
-                          'tflite_int8'}
+  assert set(exports) == {'saved_model', 'saved_model_tflite', 'frozen_graph',
+                          'tflite_float32', 'tflite_int8'}
   for form in ('saved_model', 'frozen_graph', 'tflite_float32'):
     assert exports[form]['test_accuracy'] == metrics['test_accuracy'], form
   paths = sorted(str(p) for p in (root / 'photos').rglob('*.*'))[:12]

@@ -131,8 +131,9 @@ def test_every_form_computes_the_passes_int8_included(tmp_path, capsys):
   assert metrics['backbone']['image_sizes'] == [48, 64]
   assert metrics['backbone']['image_size'] == [64, 64]
   assert metrics['backbone']['feature_dim'] == 2 * (320 + 1280)
-  assert set(metrics['exports']) == {'saved_model', 'frozen_graph',
-                                     'tflite_float32', 'tflite_int8'}
+  assert set(metrics['exports']) == {
+      'saved_model', 'saved_model_tflite', 'frozen_graph', 'tflite_float32',
+      'tflite_int8'}
   meta = read_json(os.path.join(flags['saved_model_dir'], 'assets',
                                 formats.METADATA_FILE))
   assert (meta['image_sizes'], meta['image_size']) == ([48, 64], [64, 64])

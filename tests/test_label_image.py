@@ -1,17 +1,25 @@
-"""Tests of label_image.py: output formats, several images, bad input."""
+"""Tests of label_image.py: output formats, several images, bad input, and
+its fast path: the model folder's classifier.tflite, without TensorFlow."""
 
 import csv
 import io
 import json
 import os
+import pathlib
 import shutil
+import subprocess
 import sys
 
 import conftest
+import numpy as np
 import pytest
 
 from bottleneck import errors
+from bottleneck.data import images
 from bottleneck.export import formats
+from bottleneck.run import release
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -32,6 +40,91 @@ def label(capsys, *args, **flag_values):
   code = conftest.run_label_image(*args, **flag_values)
   captured = capsys.readouterr()
   return code, captured.out, captured.err
+
+
+def copy_model(model, copy, *, classifier=True, digest=True):
+  """Copies a model folder, optionally without its classifier.tflite and
+  without that file's digest in bottleneck.json (as earlier versions
+  exported it); returns the copy's path as a str."""
+  shutil.copytree(model, copy)
+  if not classifier:
+    os.remove(copy / formats.CLASSIFIER_FILE)
+  if not digest:
+    meta = copy / 'assets' / formats.METADATA_FILE
+    values = json.loads(meta.read_text())
+    del values[formats.CLASSIFIER_DIGEST]
+    meta.write_text(json.dumps(values))
+  return str(copy)
+
+
+def test_the_model_folder_carries_its_classifier_tflite(trained):
+  _, outputs = trained
+  folder = pathlib.Path(outputs['saved_model_dir'])
+  meta = json.loads((folder / 'assets' / formats.METADATA_FILE).read_text())
+  assert meta[formats.CLASSIFIER_DIGEST] == images.file_digest(
+      folder / formats.CLASSIFIER_FILE)
+  # Measured on the test photos: the one form that runs other code than the
+  # training vectors' (LiteRT).
+  metrics = json.loads((folder / release.METRICS_FILE).read_text())
+  assert set(metrics['exports']) == {'saved_model_tflite'}
+  assert (metrics['exports']['saved_model_tflite']['test_accuracy'] ==
+          metrics['test_accuracy'])
+
+
+def test_the_classifier_answers_as_the_saved_model(trained, tmp_path, capsys):
+  photos, outputs = trained
+  folder = os.path.dirname(os.path.dirname(photos['red'][0]))
+  earlier = copy_model(outputs['saved_model_dir'], tmp_path / 'earlier',
+                       classifier=False, digest=False)
+  answers, notes = {}, {}
+  for name, model in (('fast', outputs['saved_model_dir']),
+                      ('saved_model', earlier)):
+    code, out, err = label(capsys, image=folder, top_k=3, output_format='json',
+                           saved_model_dir=model)
+    assert code == 0
+    answers[name], notes[name] = json.loads(out), err
+  assert notes['fast'] == ''
+  # A folder exported before classifier.tflite existed: the SavedModel, and
+  # one line that says why it is slow.
+  assert len(notes['saved_model'].splitlines()) == 1
+  assert (f'{earlier} has no {formats.CLASSIFIER_FILE}' in
+          notes['saved_model'])
+  assert len(answers['fast']) == 60
+  for fast, slow in zip(answers['fast'], answers['saved_model']):
+    assert fast['image'] == slow['image']
+    assert ([p['label'] for p in fast['predictions']] ==
+            [p['label'] for p in slow['predictions']])
+    np.testing.assert_allclose([p['score'] for p in fast['predictions']],
+                               [p['score'] for p in slow['predictions']],
+                               atol=2e-5)
+  # One photo, text: the same lines.
+  outs = [label(capsys, image=photos['green'][3], saved_model_dir=model)[1]
+          for model in (outputs['saved_model_dir'], earlier)]
+  assert ([line.split()[0] for line in outs[0].splitlines()] ==
+          [line.split()[0] for line in outs[1].splitlines()] ==
+          ['green', 'blue', 'red'])
+
+
+@pytest.mark.parametrize('what', ['photo', 'folder'])
+def test_the_fast_path_never_imports_tensorflow(trained, what):
+  photos, outputs = trained
+  image = (photos['blue'][0] if what == 'photo' else
+           os.path.dirname(photos['blue'][0]))
+  script = '\n'.join((
+      'import sys',
+      'from absl import flags',
+      'import label_image',
+      'code = label_image.main(flags.FLAGS(sys.argv))',
+      'loaded = sorted(m for m in sys.modules if m.split(".")[0] in',
+      '                ("tensorflow", "keras", "tf_keras", "tensorflow_hub"))',
+      'print("imported:", loaded, file=sys.stderr)',
+      'sys.exit(code or 9 * bool(loaded))'))
+  proc = subprocess.run(
+      [sys.executable, '-c', script, f'--image={image}',
+       f'--saved_model_dir={outputs["saved_model_dir"]}'], cwd=ROOT,
+      capture_output=True, text=True, timeout=300, check=False)
+  assert (proc.returncode, proc.stderr) == (0, 'imported: []\n')
+  assert len(proc.stdout.splitlines()) == (3 if what == 'photo' else 20)
 
 
 def test_folder_with_bad_files_labels_the_good_ones(trained, tmp_path, capsys):
@@ -92,15 +185,37 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
   shutil.copytree(model, tmp_path / 'newer')
   meta = tmp_path / 'newer' / 'assets' / 'bottleneck.json'
   meta.write_text(meta.read_text().replace('"format": 1', '"format": 99'))
-  shutil.copytree(model, tmp_path / 'half')
+  # These three are about the SavedModel: without classifier.tflite,
+  # label_image.py reads it.
+  half = copy_model(model, tmp_path / 'half', classifier=False)
   shutil.rmtree(tmp_path / 'half' / 'variables')
   (tmp_path / 'noise.pb').write_bytes(bytes(range(256)) * 4)
-  shutil.copytree(model, tmp_path / 'truncated')
+  truncated = copy_model(model, tmp_path / 'truncated', classifier=False)
   for data in (tmp_path / 'truncated' / 'variables').glob('variables.data*'):
     data.write_bytes(data.read_bytes()[:100])
-  shutil.copytree(model, tmp_path / 'no_labels')
+  no_labels = copy_model(model, tmp_path / 'no_labels', classifier=False)
   meta = tmp_path / 'no_labels' / 'assets' / 'bottleneck.json'
   meta.write_text(meta.read_text().replace('"labels"', '"not_labels"'))
+  # A classifier.tflite cut short, with one byte changed, or from another
+  # export, is an error, never a silent fall back to the SavedModel.
+  short = copy_model(model, tmp_path / 'short')
+  classifier = tmp_path / 'short' / formats.CLASSIFIER_FILE
+  classifier.write_bytes(classifier.read_bytes()[:1000])
+  flipped = copy_model(model, tmp_path / 'flipped')
+  classifier = tmp_path / 'flipped' / formats.CLASSIFIER_FILE
+  data = bytearray(classifier.read_bytes())
+  data[len(data) // 3] ^= 1
+  classifier.write_bytes(bytes(data))
+  # Not a model, with a digest to match: LiteRT's error.
+  garbage = copy_model(model, tmp_path / 'garbage')
+  (tmp_path / 'garbage' / formats.CLASSIFIER_FILE).write_bytes(b'x' * 100)
+  meta = tmp_path / 'garbage' / 'assets' / formats.METADATA_FILE
+  values = json.loads(meta.read_text())
+  values[formats.CLASSIFIER_DIGEST] = images.file_digest(
+      tmp_path / 'garbage' / formats.CLASSIFIER_FILE)
+  meta.write_text(json.dumps(values))
+  no_meta_fast = copy_model(model, tmp_path / 'no_meta_fast')
+  os.remove(tmp_path / 'no_meta_fast' / 'assets' / formats.METADATA_FILE)
   cases = [
       (dict(image=str(tmp_path / 'missing.jpg'), saved_model_dir=model),
        errors.EXIT_NO_DATA, 'No image found'),
@@ -114,14 +229,20 @@ def test_problems_give_one_line_and_a_non_zero_exit(trained, tmp_path,
        errors.EXIT_MODEL, 'not found'),
       (dict(image=photos['red'][0], saved_model_dir=str(tmp_path / 'newer')),
        errors.EXIT_MODEL, 'exported by a newer version (format 99)'),
-      (dict(image=photos['red'][0], saved_model_dir=str(tmp_path / 'half')),
+      (dict(image=photos['red'][0], saved_model_dir=half),
        errors.EXIT_MODEL, 'variables/variables.index missing'),
-      (dict(image=photos['red'][0],
-            saved_model_dir=str(tmp_path / 'truncated')),
+      (dict(image=photos['red'][0], saved_model_dir=truncated),
        errors.EXIT_MODEL, 'Cannot load the model in'),
-      (dict(image=photos['red'][0],
-            saved_model_dir=str(tmp_path / 'no_labels')),
+      (dict(image=photos['red'][0], saved_model_dir=no_labels),
        errors.EXIT_MODEL, "has no 'labels'"),
+      (dict(image=photos['red'][0], saved_model_dir=short),
+       errors.EXIT_MODEL, 'classifier.tflite is damaged or from another'),
+      (dict(image=photos['red'][0], saved_model_dir=flipped),
+       errors.EXIT_MODEL, 'classifier.tflite is damaged or from another'),
+      (dict(image=photos['red'][0], saved_model_dir=garbage),
+       errors.EXIT_MODEL, 'classifier.tflite is not a TFLite model'),
+      (dict(image=photos['red'][0], saved_model_dir=no_meta_fast),
+       errors.EXIT_MODEL, 'not an export of retrain.py'),
       (dict(image=photos['red'][0], graph=outputs['output_graph'],
             labels=str(tmp_path / 'wrong_labels.txt')),
        errors.EXIT_MODEL, 'gives 3 classes but its labels file has 2'),

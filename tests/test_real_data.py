@@ -72,6 +72,13 @@ def test_flowers_reach_the_floor_and_label_image_agrees(tmp_path, capsys,
     accuracy = json.load(f)['test_accuracy']
   assert accuracy >= ACCURACY_FLOOR
   assert 'computed 1,998' in caplog.text  # 2,000 photos, two are copies.
+  # Only the model folder's classifier.tflite runs other code than the
+  # training vectors' (LiteRT): it alone is measured, and agrees.
+  with open(os.path.join(outputs['saved_model_dir'],
+                         release.METRICS_FILE)) as f:
+    exports = json.load(f)['exports']
+  assert set(exports) == {'saved_model_tflite'}
+  assert abs(exports['saved_model_tflite']['test_accuracy'] - accuracy) <= 0.01
 
   caplog.clear()
   assert conftest.run_retrain(**flags) == 0
@@ -81,7 +88,7 @@ def test_flowers_reach_the_floor_and_label_image_agrees(tmp_path, capsys,
   test_photos = splits['testing']
   labels = open(outputs['output_labels']).read().split('\n')
   answers = {}
-  for form, model_flags in (
+  for form, model_flags in (  # The folder: its classifier.tflite.
       ('saved_model', dict(saved_model_dir=outputs['saved_model_dir'])),
       ('graph', dict(graph=outputs['output_graph'],
                      labels=outputs['output_labels']))):
@@ -96,7 +103,8 @@ def test_flowers_reach_the_floor_and_label_image_agrees(tmp_path, capsys,
     # rounding that could flip a near tie.
     assert abs(correct / len(test_photos) - accuracy) <= 0.01, model_flags
 
-  # serving_default decodes the files in the graph as label_image.py does.
+  # serving_default decodes the files in the graph as label_image.py does,
+  # and the SavedModel gives the answers of the folder's classifier.tflite.
   serve = tf.saved_model.load(
       outputs['saved_model_dir']).signatures['serving_default']
   served = []
@@ -120,8 +128,8 @@ def test_int8_flowers_reach_the_floor_and_the_tflite_agrees(tmp_path, capsys):
     metrics = json.load(f)
   assert metrics['backbone']['precision'] == 'int8'
   assert metrics['test_accuracy'] >= ACCURACY_FLOOR
-  assert set(metrics['exports']) == {'saved_model', 'frozen_graph',
-                                     'tflite_int8'}
+  assert set(metrics['exports']) == {'saved_model', 'saved_model_tflite',
+                                     'frozen_graph', 'tflite_int8'}
   for form in metrics['exports'].values():
     assert form['test_accuracy'] >= ACCURACY_FLOOR, metrics['exports']
 

@@ -177,6 +177,20 @@ def test_model_in_place_is_kept_only_while_nothing_changed(tmp_path, photo_flags
   pathlib.Path(outputs['output_labels']).write_text('edited\n')
   assert not run(learning_rate=0.5)
   assert run(learning_rate=0.5)
+  classifier = pathlib.Path(outputs['saved_model_dir'], formats.CLASSIFIER_FILE)
+  classifier.write_bytes(b'damaged')
+  assert not run(learning_rate=0.5)
+  assert run(learning_rate=0.5)
+  # An export of a version before classifier.tflite is exported again, so
+  # that label_image.py gets its fast path.
+  os.remove(classifier)
+  meta = pathlib.Path(outputs['saved_model_dir'], 'assets',
+                      formats.METADATA_FILE)
+  values = json.loads(meta.read_text())
+  del values[formats.CLASSIFIER_DIGEST]
+  meta.write_text(json.dumps(values))
+  assert not run(learning_rate=0.5) and classifier.is_file()
+  assert run(learning_rate=0.5)
   assert not run(learning_rate=0.5, force=True)
 
 

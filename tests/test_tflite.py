@@ -13,6 +13,7 @@ import tensorflow as tf
 from bottleneck.features import backbones
 from bottleneck import errors
 from bottleneck.export import formats
+from bottleneck.export import tflite_file
 from bottleneck.data import images
 from bottleneck import predict
 from bottleneck.features import quantize
@@ -59,8 +60,8 @@ def test_int8_run_exports_and_measures_every_form(int8_run):
   assert metrics['backbone']['precision'] == 'int8'
   assert metrics['test_accuracy'] >= 0.9
   exports = metrics['exports']
-  assert set(exports) == {'saved_model', 'frozen_graph', 'tflite_float32',
-                          'tflite_int8'}
+  assert set(exports) == {'saved_model', 'saved_model_tflite', 'frozen_graph',
+                          'tflite_float32', 'tflite_int8'}
   assert exports['tflite_int8']['features'] == 'int8'
   assert exports['saved_model']['features'] == 'float32'
   for form in exports.values():
@@ -130,8 +131,9 @@ def test_every_form_computes_the_features_of_several_layers(tmp_path):
                                    release.METRICS_FILE))
   assert metrics['backbone']['layers'] == LAYERS.split(',')
   assert metrics['backbone']['feature_dim'] == 576 + 320 + 1280
-  assert set(metrics['exports']) == {'saved_model', 'frozen_graph',
-                                     'tflite_float32', 'tflite_int8'}
+  assert set(metrics['exports']) == {
+      'saved_model', 'saved_model_tflite', 'frozen_graph', 'tflite_float32',
+      'tflite_int8'}
 
   float_backbone = backbones.load_backbone(
       'keras:mobilenet_v2', keras_weights=WEIGHTS, image_size=64,
@@ -217,6 +219,39 @@ def test_unconvertible_backbone_is_a_model_error(tmp_path, outputs, capsys):
   assert 'Cannot convert' in err and 'int8' in err
   assert '--backbone_precision float32' in err and 'Traceback' not in err
   assert not os.path.exists(outputs['saved_model_dir'])
+
+
+def test_a_backbone_the_converter_refuses_keeps_the_saved_model(
+    tmp_path, photo_flags, outputs, monkeypatch, caplog, capsys):
+  def refuse(backbone, head):
+    del backbone, head
+    raise errors.ModelError('Cannot convert gap to a float32 TFLite model: no '
+                            'kernel. Use another backbone.')
+  monkeypatch.setattr(tflite_file, 'float_classifier', refuse)
+  caplog.set_level(logging.INFO)
+  flags = dict(photo_flags, **FAST)
+  assert conftest.run_retrain(**flags) == 0
+  assert 'will have no classifier.tflite' in caplog.text
+  folder = outputs['saved_model_dir']
+  assert not os.path.exists(os.path.join(folder, formats.CLASSIFIER_FILE))
+  meta = read_json(os.path.join(folder, 'assets', formats.METADATA_FILE))
+  assert meta[formats.CLASSIFIER_DIGEST] is None
+  assert read_json(os.path.join(folder, release.METRICS_FILE))['exports'] == {}
+  # label_image.py loads the SavedModel; retrain.py has said why, once.
+  capsys.readouterr()
+  photo = conftest.write_photos(tmp_path / 'one', per_class=1)['red'][0]
+  assert conftest.run_label_image(image=photo, saved_model_dir=folder) == 0
+  captured = capsys.readouterr()
+  assert captured.out.split()[0] == 'red' and captured.err == ''
+  # The missing file is not a change: the model is kept.
+  caplog.clear()
+  assert conftest.run_retrain(**flags) == 0
+  assert 'keeping it' in caplog.text
+  # --tflite_output_file asks for the file: then it is an error.
+  assert conftest.run_retrain(
+      **flags, force=True, tflite_output_file=str(tmp_path / 'model.tflite')
+  ) == errors.EXIT_MODEL
+  assert 'Cannot convert gap' in capsys.readouterr().err
 
 
 def test_a_tflite_from_another_tool(tmp_path, capsys):

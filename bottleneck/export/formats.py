@@ -5,6 +5,13 @@ input size, the size of each backbone pass, backbone, preprocessing, figures)
 go into the SavedModel's assets/ and into each .tflite (see `tflite`). This
 module does not import TensorFlow, so that label_image.py can read a .tflite
 without paying for TensorFlow.
+
+The SavedModel folder also holds classifier.tflite at its top level, beside
+saved_model.pb (TensorFlow's loader reads only the files it knows): the
+float32 .tflite classifier of the same backbone and head, which label_image.py
+runs without importing TensorFlow. Its SHA-256 is in assets/bottleneck.json
+under CLASSIFIER_DIGEST (null when the backbone could not be converted; the
+key is missing in exports made before the file existed).
 """
 
 import json
@@ -13,6 +20,8 @@ import os
 METADATA_FILE = 'bottleneck.json'
 LABELS_FILE = 'labels.txt'
 FORMAT_VERSION = 1
+CLASSIFIER_FILE = 'classifier.tflite'
+CLASSIFIER_DIGEST = 'classifier_tflite_sha256'
 
 
 def read_metadata(saved_model_dir):

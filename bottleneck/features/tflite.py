@@ -15,8 +15,10 @@ bottleneck.json (see `formats`). Interpreters ignore the bytes after the model;
 `unzip -l model.tflite` lists them.
 """
 
+import contextlib
 import io
 import os
+import sys
 import zipfile
 
 import numpy as np
@@ -57,9 +59,10 @@ class Runner:
     from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
     self.name = name
     try:
-      self._interpreter = litert.Interpreter(
-          model_content=bytes(model), num_threads=threads or default_threads())
-      self._interpreter.allocate_tensors()
+      with _runtime_stderr_hidden():
+        self._interpreter = litert.Interpreter(
+            model_content=bytes(model), num_threads=threads or default_threads())
+        self._interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
       raise errors.ModelError(f'{name} is not a TFLite model that LiteRT can '
                               f'run: {e}') from e
@@ -90,6 +93,27 @@ class Runner:
     self._interpreter.invoke()
     return _dequantize(self._interpreter.get_tensor(self._output['index']),
                        self._output)
+
+
+@contextlib.contextmanager
+def _runtime_stderr_hidden():
+  """Keeps what LiteRT's C++ code prints on stderr out of the output.
+
+  Loading a model prints 'INFO: Created TensorFlow Lite XNNPACK delegate for
+  CPU.' whatever TF_CPP_MIN_LOG_LEVEL says: noise in label_image.py's output
+  and in cron mail. A model that cannot be loaded still raises, with the
+  reason in its message. (Anything another thread prints on stderr in these
+  milliseconds is dropped too; the callers load before they start threads.)
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, 'wb') as devnull:
+      os.dup2(devnull.fileno(), 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 def _quantize(values, detail):

@@ -28,7 +28,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # label_image.py reads it, and they must agree on the default.
 flags.DEFINE_string(
     'saved_model_dir', config.DEFAULT_SAVED_MODEL_DIR,
-    'Folder of the exported SavedModel (backbone, preprocessing, head, labels).')
+    'Folder of the exported model: the SavedModel (backbone, preprocessing, '
+    'head, labels) and its classifier.tflite.')
 
 
 class _LibraryInfoFilter(logging.Filter):

@@ -6,9 +6,11 @@ export, all for nothing, and a model
 folder that changes under the programs that read it. The export therefore
 records the fingerprint of everything that decides the model (the photos'
 digests, keys and labels, the backbone's identity, the flags that shape
-training) and the digests of the files written beside it. A later run with the
-same fingerprint, whose labels file and frozen graph are still the ones
-written, keeps the model in place; `--force` retrains anyway.
+training) and the digests of the files written beside it and of its
+classifier.tflite. A later run with the same fingerprint, whose labels file,
+frozen graph and classifier.tflite are still the ones written, keeps the model
+in place; `--force` retrains anyway. An export made before classifier.tflite
+existed is exported again, so that label_image.py gets its fast path.
 """
 
 import dataclasses
@@ -72,7 +74,8 @@ def model_in_place(saved_model_dir, fingerprint, outputs):
     saved_model_dir: the export folder.
     fingerprint: `run_fingerprint` of this run.
     outputs: paths of the files this run would write beside the model ('' for
-      none); each must still hold what the export in place wrote.
+      none); each must still hold what the export in place wrote, and so must
+      its classifier.tflite (unless its backbone could not be converted).
 
   Returns:
     The export's assets/bottleneck.json as a dict, or None.
@@ -80,7 +83,14 @@ def model_in_place(saved_model_dir, fingerprint, outputs):
   metadata = formats.read_metadata(saved_model_dir)
   if not metadata or metadata.get('fingerprint') != fingerprint:
     return None
-  written = metadata.get('outputs', {})
+  if formats.CLASSIFIER_DIGEST not in metadata:
+    return None  # Exported before classifier.tflite: give it one.
+  written = dict(metadata.get('outputs', {}))
+  if metadata[formats.CLASSIFIER_DIGEST]:
+    classifier = os.path.join(os.path.realpath(saved_model_dir),
+                              formats.CLASSIFIER_FILE)
+    written[classifier] = metadata[formats.CLASSIFIER_DIGEST]
+    outputs = [*outputs, classifier]
   for path in filter(None, outputs):
     path = os.path.abspath(path)
     try:
