@@ -148,9 +148,10 @@ def tensorflow_best(med):
 
 
 def describe(engine):
-  """'LiteRT float32, batch 4, 2 threads + 2 decoding' for a row's name."""
+  """'LiteRT, batch 4, 1 x 2 threads + 2 decoding' for a row's name: the
+  interpreters x their threads, and the decoding threads."""
   runtime = {'litert': 'LiteRT', 'tensorflow': 'TensorFlow'}[engine.runtime]
-  threads = (f', {engine.backbone_threads} threads'
+  threads = (f', {engine.workers} x {engine.backbone_threads} threads'
              if engine.backbone_threads else '')
   return (f'{runtime}, batch {engine.batch_size}{threads} + '
           f'{engine.decode_threads} decoding')

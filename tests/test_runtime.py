@@ -127,7 +127,7 @@ def test_probe_is_kept_per_backbone_flags_cpu_and_cores(tmp_path,
   split = entry['split']  # Measured on the run's photos.
   best = max(entry['rates'], key=lambda r: max(entry['rates'][r].values()))
   assert split['runtime'] == best
-  assert split['rates'][f'{split["backbone_threads"]}+'
+  assert split['rates'][f'{split["backbone_threads"]}x{split["workers"]}+'
                         f'{split["decode_threads"]}'] == max(
                             split['rates'].values())
 
@@ -150,6 +150,31 @@ def test_probe_is_kept_per_backbone_flags_cpu_and_cores(tmp_path,
                   bottleneck_dir=str(folder))([photos[0].path])
 
 
+def test_interpreters_side_by_side_give_the_vectors_of_one(tmp_path):
+  backbone, photos = _backbone(), _photos(tmp_path / 'photos', per_class=7)
+  copy = runtimes.float_copy(backbone, str(tmp_path / 'bn'), lambda: np.zeros(
+      (1, 32, 32, 3), np.float32))
+  paths = [p.path for p in photos] + [str(tmp_path / 'not_a_photo.jpg')]
+  with open(paths[-1], 'wb') as f:
+    f.write(b'not an image')
+  one = cache.Engine('litert', tflite.Runner(copy, name='one', threads=1), 3)
+  pool = cache.Engine('litert', tflite.RunnerPool(copy, name='pool', threads=1,
+                                                  count=3), 2, workers=3)
+  results = []
+  for engine in (one, pool):
+    rows, vectors, failed = [], [], []
+    for at, got in cache.compute_vectors(paths, backbone.image_size, engine):
+      if isinstance(got, errors.DecodeError):
+        failed.append(at)
+      else:
+        rows.extend(at)
+        vectors.append(got)
+    assert failed == [len(paths) - 1]
+    assert rows == list(range(len(paths) - 1))  # In order.
+    results.append(np.concatenate(vectors))
+  np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_nothing_is_measured_when_the_flags_say_everything(tmp_path,
                                                            monkeypatch):
   backbone, photos = _backbone(), _photos(tmp_path / 'photos', per_class=2)
@@ -157,7 +182,8 @@ def test_nothing_is_measured_when_the_flags_say_everything(tmp_path,
   result = _cache(photos, backbone, tmp_path / 'bn', 'tensorflow')
   assert result.engine == {'runtime': 'tensorflow', 'batch_size': 4,
                            'decode_threads': probe.DEFAULT_DECODE_THREADS,
-                           'backbone_threads': 0, 'chosen_by': 'given'}
+                           'backbone_threads': 0, 'workers': 1,
+                           'chosen_by': 'given'}
   assert not os.path.exists(tmp_path / 'bn' / 'machine.json')
 
 

@@ -12,6 +12,8 @@ Vectors of photos that have been deleted stay in the file (4 bytes a feature:
 simply not read.
 """
 
+import collections
+import concurrent.futures
 import dataclasses
 import os
 import re
@@ -76,8 +78,10 @@ class Engine:
       features or, within `runtimes.TOLERANCE`, those of a verified copy.
     batch_size: images per call of `features`.
     decode_threads: threads that decode photos while the backbone runs.
-    backbone_threads: threads of the LiteRT interpreter; 0 for TensorFlow,
+    backbone_threads: threads of each LiteRT interpreter; 0 for TensorFlow,
       which runs on its own thread pool.
+    workers: batches run at once (LiteRT: as many interpreters, so that
+      `features` is a `tflite.RunnerPool`); 1 for TensorFlow.
     chosen_by: how the settings were chosen, for the log.
   """
   runtime: str
@@ -85,6 +89,7 @@ class Engine:
   batch_size: int
   decode_threads: int = 2
   backbone_threads: int = 0
+  workers: int = 1
   chosen_by: str = 'given'
 
   def summary(self):
@@ -92,7 +97,7 @@ class Engine:
     return {'runtime': self.runtime, 'batch_size': self.batch_size,
             'decode_threads': self.decode_threads,
             'backbone_threads': self.backbone_threads,
-            'chosen_by': self.chosen_by}
+            'workers': self.workers, 'chosen_by': self.chosen_by}
 
 
 # The journal takes the vectors computed since its last write once there are
@@ -173,45 +178,71 @@ def _compute(todo, backbone, vectors, engine, what):
   failed = {}
   if not todo:
     return failed
-  batch_size = engine.batch_size
   report = progress.Progress(len(todo), f'Caching {what.lower()}',
                              unit='images')
-  batch_digests, batch_pixels = [], []
-  unsaved_digests, unsaved, saved = [], [], [time.monotonic()]
-
-  def save():
+  unsaved_digests, unsaved, saved = [], [], time.monotonic()
+  for rows, computed in compute_vectors([p.path for p in todo],
+                                        backbone.image_size, engine):
+    if isinstance(computed, errors.DecodeError):
+      failed[todo[rows].digest] = computed.reason
+      report.clear()
+      logging.warning('Skipping %s', computed)
+      report.update()
+      continue
+    unsaved.append(computed)
+    unsaved_digests.extend(todo[i].digest for i in rows)
+    if (len(unsaved_digests) >= JOURNAL_VECTORS or
+        time.monotonic() - saved >= JOURNAL_SECONDS):
+      vectors.append(unsaved_digests, np.concatenate(unsaved))
+      report.update(len(unsaved_digests))
+      unsaved_digests, unsaved, saved = [], [], time.monotonic()
+  if unsaved_digests:
     vectors.append(unsaved_digests, np.concatenate(unsaved))
     report.update(len(unsaved_digests))
-    unsaved_digests.clear()
-    unsaved.clear()
-    saved[0] = time.monotonic()
-
-  def flush():
-    pixels = np.stack(batch_pixels).astype(np.float32) / 255.0
-    unsaved.append(np.asarray(engine.features(pixels)))
-    unsaved_digests.extend(batch_digests)
-    batch_digests.clear()
-    batch_pixels.clear()
-    if (len(unsaved_digests) >= JOURNAL_VECTORS or
-        time.monotonic() - saved[0] >= JOURNAL_SECONDS):
-      save()
-
-  decoded = decode.load_images([p.path for p in todo], backbone.image_size,
-                               threads=engine.decode_threads)
-  for photo, pixels in zip(todo, decoded):
-    if isinstance(pixels, errors.DecodeError):
-      failed[photo.digest] = pixels.reason
-      report.clear()
-      logging.warning('Skipping %s', pixels)
-      report.update()
-    else:
-      batch_digests.append(photo.digest)
-      batch_pixels.append(pixels)
-      if len(batch_digests) == batch_size:
-        flush()
-  if batch_digests:
-    flush()
-  if unsaved_digests:
-    save()
   report.close()
   return failed
+
+
+def compute_vectors(paths, size, engine):
+  """Decodes photos and runs a backbone on them, each stage kept busy.
+
+  `engine.decode_threads` threads decode ahead (see `decode.load_images`)
+  while `engine.workers` threads run `engine.features` on the batches before,
+  one batch each, and one more batch waits for them.
+
+  Args:
+    paths: list of photo paths.
+    size: (height, width) of the backbone's input.
+    engine: an `Engine`.
+
+  Yields:
+    (rows, float32 numpy [len(rows), feature_dim]): the vectors of the photos
+    paths[i] for i in the list `rows`, batch by batch in order; and, as they
+    are met, (i, `errors.DecodeError`) for a photo that cannot be decoded.
+  """
+  with concurrent.futures.ThreadPoolExecutor(engine.workers) as pool:
+    waiting, rows, pixels = collections.deque(), [], []
+
+    def submit():
+      batch = np.stack(pixels).astype(np.float32) / 255.0
+      waiting.append((list(rows), pool.submit(engine.features, batch)))
+      rows.clear()
+      pixels.clear()
+
+    for i, decoded in enumerate(decode.load_images(
+        paths, size, threads=engine.decode_threads)):
+      if isinstance(decoded, errors.DecodeError):
+        yield i, decoded
+        continue
+      rows.append(i)
+      pixels.append(decoded)
+      if len(rows) == engine.batch_size:
+        submit()
+        while len(waiting) > engine.workers:
+          done, future = waiting.popleft()
+          yield done, np.asarray(future.result(), np.float32)
+    if rows:
+      submit()
+    while waiting:
+      done, future = waiting.popleft()
+      yield done, np.asarray(future.result(), np.float32)

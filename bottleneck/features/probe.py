@@ -20,11 +20,14 @@ core count, and is kept in
    fastest runtime at that batch.
 2. for the winner, how to share the cores between the backbone and the
    threads that decode photos, on up to SPLIT_PHOTOS of the run's own photos
-   decoded and run as the cache stage runs them: LiteRT on every core with as
-   many decoding threads, or on fewer cores with the rest decoding (the
-   interpreter's threads spin while they wait); TensorFlow keeps its own
-   pool, so only the decoding threads vary. A run with fewer photos to
-   compute keeps the default split and leaves this to a later run.
+   decoded and run as the cache stage runs them: LiteRT as one interpreter
+   on every core with as many decoding threads, on one core fewer with one
+   decoding thread (an interpreter's threads spin while they wait), or as
+   one single-threaded interpreter per core running batches side by side
+   (small batches leave a multi-threaded interpreter's threads waiting on
+   each other); TensorFlow keeps its own pool, so only the decoding threads
+   vary. A run with fewer photos to compute keeps the default split and
+   leaves this to a later run.
 
 Nothing is measured when the flags give both the runtime and the batch size,
 nor in a run with no photo to compute.
@@ -146,13 +149,13 @@ def chooser(backbone, *, runtime, batch_size, bottleneck_dir):
 
 
 def _runners(backbone, runtime, bottleneck_dir, paths):
-  """{runtime: function(threads) -> features function} the flags allow."""
+  """{runtime: function(threads, workers) -> features function} the flags
+  allow (`cache.Engine` says what threads and workers are)."""
   if backbone.precision != 'float32':  # A LiteRT copy already (`quantize`).
-    return {'litert': lambda threads: tflite.Runner(
-        backbone.tflite_model, name=backbone.name, threads=threads)}
+    return {'litert': _litert(backbone.tflite_model, backbone.name)}
   runners = {}
   if runtime in ('auto', 'tensorflow'):
-    runners['tensorflow'] = lambda threads: backbone.features
+    runners['tensorflow'] = lambda threads, workers: backbone.features
   if runtime in ('auto', 'litert'):
     try:
       if not runtimes.convertible(backbone):
@@ -160,14 +163,23 @@ def _runners(backbone, runtime, bottleneck_dir, paths):
                                 'TFLite converter can convert.')
       data = runtimes.float_copy(backbone, bottleneck_dir,
                                  lambda: _check_images(paths, backbone))
-      runners['litert'] = lambda threads: tflite.Runner(
-          data, name=runtimes.copy_path(bottleneck_dir, backbone),
-          threads=threads)
+      runners['litert'] = _litert(data,
+                                  runtimes.copy_path(bottleneck_dir, backbone))
     except errors.ModelError as e:
       if runtime == 'litert':
         raise
       logging.warning('%s The cache stage runs TensorFlow.', e)
   return runners
+
+
+def _litert(model, name):
+  """The runner factory of a .tflite model (see `_runners`)."""
+  def runner(threads, workers):
+    if workers > 1:
+      return tflite.RunnerPool(model, name=name, threads=threads,
+                               count=workers)
+    return tflite.Runner(model, name=name, threads=threads)
+  return runner
 
 
 def _check_images(paths, backbone):
@@ -188,7 +200,7 @@ def _rates(runners, size, cores):
                                            dtype=np.float32)
   rates = {}
   for name, runner in runners.items():
-    features, rates[name], falls = runner(cores), {}, 0
+    features, rates[name], falls = runner(cores, 1), {}, 0
     for batch in BATCHES:
       rate, call = _rate(features, images[:batch])
       falls = falls + 1 if rates[name] and rate < min(
@@ -213,52 +225,45 @@ def _rate(features, images):
 
 def _split(runner, name, batch, paths, size, cores):
   """The fastest split of the cores, timed on the photos of `paths`."""
-  if name == 'tensorflow':
-    options = sorted({(0, 1), (0, DEFAULT_DECODE_THREADS), (0, cores)})
+  if name == 'tensorflow':  # (threads, workers, decoding threads)
+    options = {(0, 1, 1), (0, 1, DEFAULT_DECODE_THREADS), (0, 1, cores)}
   else:
-    options = sorted({(cores, cores), (max(cores - 1, 1), 1),
-                      (cores - cores // 4, max(cores // 4, 1))})
-  features = {threads: runner(threads or cores)
-              for threads in {t for t, _ in options}}
-  rates = {option: 0.0 for option in options}
+    options = {(cores, 1, cores), (max(cores - 1, 1), 1, 1),
+               (1, cores, cores), (1, max(cores - 1, 1), 1)}
+  options = sorted(options)
+  rates = dict.fromkeys(options, 0.0)
   for _ in range(2):  # Two rounds, the best of each: one may be disturbed.
-    for threads, decoders in options:
-      rates[threads, decoders] = max(rates[threads, decoders], _pipeline_rate(
-          features[threads], paths, size, batch, decoders))
-  threads, decoders = max(rates, key=rates.get)
+    for option in options:
+      threads, workers, decoders = option
+      engine = cache.Engine(name, runner(threads or cores, workers), batch,
+                            decode_threads=decoders, workers=workers)
+      start, count = time.perf_counter(), 0
+      for rows, _ in cache.compute_vectors(paths, size, engine):
+        count += len(rows) if isinstance(rows, list) else 0
+      rates[option] = max(rates[option],
+                          count / (time.perf_counter() - start))
+  threads, workers, decoders = max(rates, key=rates.get)
   return {'runtime': name, 'batch_size': batch, 'backbone_threads': threads,
-          'decode_threads': decoders,
-          'rates': {f'{t}+{d}': round(r, 1) for (t, d), r in rates.items()}}
-
-
-def _pipeline_rate(features, paths, size, batch, decoders):
-  """images/s of decoding `paths` and running `features` on them."""
-  start, count, pending = time.perf_counter(), 0, []
-  for pixels in decode.load_images(paths, size, threads=decoders):
-    if not isinstance(pixels, errors.DecodeError):
-      pending.append(pixels)
-    if len(pending) == batch:
-      np.asarray(features(np.stack(pending).astype(np.float32) / 255))
-      count, pending = count + len(pending), []
-  if pending:
-    np.asarray(features(np.stack(pending).astype(np.float32) / 255))
-    count += len(pending)
-  return count / (time.perf_counter() - start)
+          'workers': workers, 'decode_threads': decoders,
+          'rates': {f'{t}x{w}+{d}': round(r, 1)
+                    for (t, w, d), r in rates.items()}}
 
 
 def _engine(runners, name, batch, split, cores, chosen_by):
   """The `cache.Engine` of a runtime, batch and split (None: the default)."""
   threads = split['backbone_threads'] if split else (
       0 if name == 'tensorflow' else cores)
+  workers = split['workers'] if split else 1
   decoders = split['decode_threads'] if split else DEFAULT_DECODE_THREADS
-  return cache.Engine(name, runners[name](threads or cores), batch,
+  return cache.Engine(name, runners[name](threads or cores, workers), batch,
                       decode_threads=decoders, backbone_threads=threads,
-                      chosen_by=chosen_by)
+                      workers=workers, chosen_by=chosen_by)
 
 
 def _threads(engine):
   backbone = ('TensorFlow\'s own threads' if not engine.backbone_threads else
-              f'{engine.backbone_threads} backbone thread(s)')
+              f'{engine.workers} interpreter(s) of '
+              f'{engine.backbone_threads} thread(s)')
   return f'{backbone} and {engine.decode_threads} decoding thread(s)'
 
 
@@ -270,7 +275,7 @@ def _usable(entry, runners):
                 for b, r in rates.items()) and
             all(entry['rates'].values()) and
             (entry.get('split') is None or
-             {'runtime', 'batch_size', 'backbone_threads',
+             {'runtime', 'batch_size', 'backbone_threads', 'workers',
               'decode_threads'} <= set(entry['split'])))
   except (TypeError, KeyError, ValueError, AttributeError):
     return False

@@ -18,6 +18,7 @@ bottleneck.json (see `formats`). Interpreters ignore the bytes after the model;
 import contextlib
 import io
 import os
+import queue
 import sys
 import zipfile
 
@@ -114,6 +115,34 @@ def _runtime_stderr_hidden():
   finally:
     os.dup2(saved, 2)
     os.close(saved)
+
+
+class RunnerPool:
+  """`count` Runners of one model, for as many threads calling at once.
+
+  A LiteRT interpreter runs one call at a time; each call takes a free one.
+  Several single-threaded interpreters can beat one multi-threaded one on
+  small batches, whose layers are too small to share out well (`probe`
+  measures which is faster on the machine at hand).
+  """
+
+  def __init__(self, model, *, name, threads, count):
+    """Loads `count` interpreters of `threads` threads; see `Runner`."""
+    self._free = queue.SimpleQueue()
+    for _ in range(count):
+      self._free.put(Runner(model, name=name, threads=threads))
+    first = self._free.get()
+    self.name, self.image_size, self.outputs = (first.name, first.image_size,
+                                                first.outputs)
+    self._free.put(first)
+
+  def __call__(self, images):
+    """float32 numpy [batch, height, width, 3] -> float32 [batch, outputs]."""
+    runner = self._free.get()
+    try:
+      return runner(images)
+    finally:
+      self._free.put(runner)
 
 
 def _quantize(values, detail):
