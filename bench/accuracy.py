@@ -106,8 +106,9 @@ def main(argv):
     key = tuple(getattr(run_config, f) for f in FEATURE_FIELDS)
     if key not in features:
       features[key] = cache_stage(run_config)
-    seconds, photos, vectors = features[key]
-    accuracies, train_seconds = cross_validate(run_config, photos, vectors)
+    seconds, photos, vectors, groups = features[key]
+    accuracies, train_seconds = cross_validate(run_config, photos, vectors,
+                                               groups)
     rows.append((name, accuracies, seconds, statistics.mean(train_seconds)))
     logging.info('%s: %s', name, ' '.join(f'{a:.1%}' for a in accuracies))
   counts = np.bincount([p.label for p in photos])
@@ -133,7 +134,8 @@ def cache_stage(run_config):
 
   Returns:
     (seconds to list, hash and compute or read every vector; the photos with
-    a vector, each one's class and digest; float32 [photos, features]).
+    a vector, each one's class and digest; float32 [photos, features]; the
+    widths of the pooled layers in a vector, `backbones.Backbone.groups`).
   """
   if run_config.backbone_precision != 'float32':
     raise NotImplementedError('bench/accuracy.py runs float32 backbones only; '
@@ -164,11 +166,11 @@ def cache_stage(run_config):
                len(cached[0].photos))
   if split:  # Photos that decode have both records.
     return seconds, cached[0].photos, (split, cached[0].vectors,
-                                       cached[1].vectors)
-  return seconds, cached[0].photos, cached[0].vectors
+                                       cached[1].vectors), backbone.groups
+  return seconds, cached[0].photos, cached[0].vectors, backbone.groups
 
 
-def cross_validate(run_config, photos, vectors):
+def cross_validate(run_config, photos, vectors, groups):
   """Trains and tests one head per fold.
 
   Returns:
@@ -197,7 +199,8 @@ def cross_validate(run_config, photos, vectors):
             num_classes=num_classes)
       else:
         head = recipes.train_head(run_config, data['training'],
-                                  data['validation'], num_classes=num_classes)
+                                  data['validation'], num_classes=num_classes,
+                                  groups=groups)
     seconds.append(time.perf_counter() - begin)
     test_x, test_y = data['testing']
     accuracies.append(measure.accuracy(head, test_x, test_y))

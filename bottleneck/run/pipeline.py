@@ -165,7 +165,8 @@ def _retrain(config, outputs, start):
     int8_backbone = _int8_backbone(config, backbone, photos, keep=False)
   else:
     head = recipes.train_head(config, data['training'], data['validation'],
-                              num_classes=len(labels), summaries_dir=run_dir)
+                              num_classes=len(labels), summaries_dir=run_dir,
+                              groups=backbone.groups)
   test_accuracy, truth, predicted = metrics.final_test(
       head, data['testing'], splits['testing'], labels, config)
   lap('train_and_test')
