@@ -45,6 +45,7 @@ from bottleneck.data import images
 from bottleneck.features import backbones
 from bottleneck.features import blocks
 from bottleneck.features import cache
+from bottleneck.features import mirror
 from bottleneck.run import tuning
 from bottleneck.train import recipes
 
@@ -68,11 +69,16 @@ CONFIGURATIONS = (
      dict(fine_tune_blocks=2)),
     ('the best combination: `--image_sizes 224,320 --fine_tune_blocks 1`',
      dict(image_sizes='224,320', fine_tune_blocks=1)),
+    ('the defaults + each photo averaged with its mirror image '
+     '(`--mirror_average`)', dict(mirror_average=True)),
+    ('`--image_sizes 224,320 --mirror_average`',
+     dict(image_sizes='224,320', mirror_average=True)),
 )
 # The config fields the cache stage reads: configurations that agree on them
 # share one cache stage. A flag that changes the features belongs here.
 FEATURE_FIELDS = ('tfhub_module', 'keras_weights', 'image_size', 'image_sizes',
-                  'backbone_precision', 'bottleneck_layers', 'fine_tune_blocks')
+                  'backbone_precision', 'bottleneck_layers', 'fine_tune_blocks',
+                  'mirror_average')
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
@@ -144,6 +150,8 @@ def cache_stage(run_config):
       run_config.tfhub_module, keras_weights=run_config.keras_weights,
       image_sizes=run_config.sizes, seed=run_config.random_seed,
       layers=run_config.bottleneck_layers)
+  if run_config.mirror_average:
+    backbone = mirror.averaged(backbone)
   with tempfile.TemporaryDirectory() as fresh:
     # As measure.cache_stage (list, hash, look up, compute), on the subset.
     begin = time.perf_counter()
