@@ -55,6 +55,12 @@ flags.DEFINE_string(
     'Empty for the backbone\'s own size.')
 flags.DEFINE_integer('image_size', _D['image_size'],
                      'Deprecated: one size, as --image_sizes; 0 for none.')
+flags.DEFINE_boolean(
+    'mirror_average', _D['mirror_average'],
+    'Average each photo\'s feature vector with that of its mirror image '
+    '(flipped left-right), in the cache stage and in every export: twice the '
+    'backbone time per photo, for about half a point of accuracy (README.md, '
+    'Which settings when).')
 flags.DEFINE_float('testing_percentage', _D['testing_percentage'],
                    'Percentage of photos held out for the final test.')
 flags.DEFINE_float(

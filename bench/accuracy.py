@@ -46,6 +46,7 @@ from bottleneck.data import images
 from bottleneck.features import backbones
 from bottleneck.features import blocks
 from bottleneck.features import cache
+from bottleneck.features import mirror
 from bottleneck.features import probe
 from bottleneck.run import tuning
 from bottleneck.train import recipes
@@ -70,11 +71,16 @@ CONFIGURATIONS = (
      dict(fine_tune_blocks=2)),
     ('the best combination: `--image_sizes 224,320 --fine_tune_blocks 1`',
      dict(image_sizes='224,320', fine_tune_blocks=1)),
+    ('the defaults + each photo averaged with its mirror image '
+     '(`--mirror_average`)', dict(mirror_average=True)),
+    ('`--image_sizes 224,320 --mirror_average`',
+     dict(image_sizes='224,320', mirror_average=True)),
 )
 # The config fields the cache stage reads: configurations that agree on them
 # share one cache stage. A flag that changes the features belongs here.
 FEATURE_FIELDS = ('tfhub_module', 'keras_weights', 'image_size', 'image_sizes',
-                  'backbone_precision', 'bottleneck_layers', 'fine_tune_blocks')
+                  'backbone_precision', 'bottleneck_layers', 'fine_tune_blocks',
+                  'mirror_average')
 
 _SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
@@ -108,8 +114,9 @@ def main(argv):
     key = tuple(getattr(run_config, f) for f in FEATURE_FIELDS)
     if key not in features:
       features[key] = cache_stage(run_config)
-    seconds, photos, vectors = features[key]
-    accuracies, train_seconds = cross_validate(run_config, photos, vectors)
+    seconds, photos, vectors, groups = features[key]
+    accuracies, train_seconds = cross_validate(run_config, photos, vectors,
+                                               groups)
     rows.append((name, accuracies, seconds, statistics.mean(train_seconds)))
     logging.info('%s: %s', name, ' '.join(f'{a:.1%}' for a in accuracies))
   counts = np.bincount([p.label for p in photos])
@@ -135,7 +142,8 @@ def cache_stage(run_config):
 
   Returns:
     (seconds to list, hash and compute or read every vector; the photos with
-    a vector, each one's class and digest; float32 [photos, features]).
+    a vector, each one's class and digest; float32 [photos, features]; the
+    widths of the pooled layers in a vector, `backbones.Backbone.groups`).
   """
   if run_config.backbone_precision != 'float32':
     raise NotImplementedError('bench/accuracy.py runs float32 backbones only; '
@@ -144,6 +152,8 @@ def cache_stage(run_config):
       run_config.tfhub_module, keras_weights=run_config.keras_weights,
       image_sizes=run_config.sizes, seed=run_config.random_seed,
       layers=run_config.bottleneck_layers)
+  if run_config.mirror_average:
+    backbone = mirror.averaged(backbone)
   with tempfile.TemporaryDirectory() as fresh:
     # As measure.cache_stage (list, hash, look up, compute), on the subset.
     begin = time.perf_counter()
@@ -167,11 +177,11 @@ def cache_stage(run_config):
                len(cached[0].photos))
   if split:  # Photos that decode have both records.
     return seconds, cached[0].photos, (split, cached[0].vectors,
-                                       cached[1].vectors)
-  return seconds, cached[0].photos, cached[0].vectors
+                                       cached[1].vectors), backbone.groups
+  return seconds, cached[0].photos, cached[0].vectors, backbone.groups
 
 
-def cross_validate(run_config, photos, vectors):
+def cross_validate(run_config, photos, vectors, groups):
   """Trains and tests one head per fold.
 
   Returns:
@@ -200,7 +210,8 @@ def cross_validate(run_config, photos, vectors):
             num_classes=num_classes)
       else:
         head = recipes.train_head(run_config, data['training'],
-                                  data['validation'], num_classes=num_classes)
+                                  data['validation'], num_classes=num_classes,
+                                  groups=groups)
     seconds.append(time.perf_counter() - begin)
     test_x, test_y = data['testing']
     accuracies.append(measure.accuracy(head, test_x, test_y))

@@ -125,7 +125,8 @@ def accuracy_and_run(table, *, cached, split, float_head, float_accuracy,
   with tempfile.TemporaryDirectory() as logs, measure.logs_to_devnull():
     int8_head = recipes.train_head(
         run_config, vectors(split['training']), vectors(split['validation']),
-        num_classes=int(float_head.biases.shape[0]), summaries_dir=logs)
+        num_classes=int(float_head.biases.shape[0]), summaries_dir=logs,
+        groups=backbone.groups)
   test_x, test_y = vectors(split['testing'])
   table.accuracy(f'final test accuracy, flower test photos (N={len(test_y)})',
                  float_accuracy, measure.accuracy(int8_head, test_x, test_y),

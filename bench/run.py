@@ -191,7 +191,8 @@ def main(argv):
     with tempfile.TemporaryDirectory() as logs:
       heads.append(recipes.train_head(
           defaults, vectors(split['training']), vectors(split['validation']),
-          num_classes=len(labels), summaries_dir=logs))
+          num_classes=len(labels), summaries_dir=logs,
+          groups=backbone.groups))
     return time.perf_counter() - start
   with measure.logs_to_devnull():  # Formatted as in a run, but not shown here.
     head_seconds = median_of(train)

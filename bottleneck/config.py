@@ -69,6 +69,9 @@ class RetrainConfig:
   image_sizes: str = ''
   # The one-size flag of before --image_sizes, kept as an alias; 0: unset.
   image_size: int = 0
+  # Average each photo's vector with its mirror image's (features/mirror.py):
+  # two backbone passes per photo, in the cache stage and in every export.
+  mirror_average: bool = False
   testing_percentage: float = 10.0
   validation_percentage: float = 10.0
   head_recipe: str = 'standard'  # One of HEAD_RECIPES.
@@ -161,6 +164,10 @@ class RetrainConfig:
     if self.fine_tune_blocks < 0:
       problems.append(f'--fine_tune_blocks is {self.fine_tune_blocks}; it '
                       'must be >= 0 (0: no fine-tuning).')
+    if self.fine_tune_blocks and self.mirror_average:
+      problems.append(
+          '--fine_tune_blocks trains on each training photo and its mirror '
+          'image apart, so it cannot run with --mirror_average; drop one.')
     if self.fine_tune_blocks and self.backbone_precision != 'float32':
       problems.append(
           '--fine_tune_blocks trains on the float32 backbone\'s activations, '

@@ -220,6 +220,8 @@ def test_layers_are_pooled_concatenated_and_part_of_the_identity():
   assert auto.layers == ('block_13_expand_relu', 'block_16_project_BN',
                          'out_relu')
   assert auto.feature_dim == 576 + 320 + 1280
+  # The widths the standard head weighs alike, in the vector's order.
+  assert auto.groups == (576, 320, 1280) and last.groups == (1280,)
   two = _mobilenet_v2(' block_16_project_BN , out_relu')
   assert two.layers == ('block_16_project_BN', 'out_relu')
   assert len({last.identity, auto.identity, two.identity}) == 3
@@ -238,6 +240,7 @@ def test_a_layer_without_height_and_width_is_used_as_it_is():
       'keras:efficientnet_b0', keras_weights='none', image_size=32,
       layers='block6a_se_squeeze,top_activation')
   assert backbone.feature_dim == 672 + 1280
+  assert backbone.groups == (672, 1280)
 
 
 @pytest.mark.parametrize('layers, message', [

@@ -58,7 +58,7 @@ def test_each_size_is_the_pass_of_its_own_backbone_concatenated():
   assert two.image_size == backwards.image_size == (48, 48)
   assert two.image_sizes == (32, 48) and single[32].image_sizes == (32,)
   assert two.feature_dim == single[32].feature_dim + single[48].feature_dim
-  assert two.feature_dim == 2 * 1280
+  assert two.feature_dim == 2 * 1280 and two.groups == (1280, 1280)
   images = np.random.default_rng(0).random((2, 48, 48, 3), np.float32)
   small, large = single[32].features(resized(images, 32)), single[48].features(
       images)

@@ -18,6 +18,7 @@ from bottleneck.run import fingerprint
 from bottleneck.train import head as head_lib
 from bottleneck.train import lbfgs
 from bottleneck.train import recipes
+from bottleneck.train import scaling
 from bottleneck.train import standard
 
 SCHEDULE = head_lib.Schedule(steps=500, learning_rate=0.01, train_batch_size=100,
@@ -67,17 +68,60 @@ def test_folding_the_standardization_into_the_head_is_exact():
   # Offsets and scales far apart, and a constant feature (std 0).
   vectors = (rng.normal(0, 1, (50, 6)) * [1e-3, 1, 1e3, 5, 0, 2] +
              [0, 100, -5, 0, 7, 0.5]).astype(np.float32)
-  stats = standard.Standardization.of(vectors)
+  stats = scaling.Standardization.of(vectors)
   assert stats.scale[4] == 1.0  # Constant: left unscaled, sent to 0.
   weights, biases = rng.normal(0, 1, (6, 3)), rng.normal(0, 1, 3)
   logits = ((vectors - stats.mean) / stats.scale) @ weights + biases
   expected = np.exp(logits - logits.max(axis=1, keepdims=True))
   expected /= expected.sum(axis=1, keepdims=True)
-  folded = standard.fold(weights, biases, stats)
+  folded = scaling.fold(weights, biases, stats)
   np.testing.assert_allclose(folded.probabilities(vectors), expected,
                              atol=1e-5)
-  np.testing.assert_allclose(standard.Standardization.of(vectors).apply(
+  np.testing.assert_allclose(scaling.Standardization.of(vectors).apply(
       vectors)[:, 4], 0)
+
+
+def test_each_layer_has_the_same_total_variance_and_folds_exactly():
+  rng = np.random.default_rng(11)
+  groups = (2, 6, 4)  # Widths of three layers side by side.
+  vectors = (rng.normal(0, 1, (60, 12)) * rng.uniform(0.01, 100, 12) +
+             rng.normal(0, 10, 12)).astype(np.float32)
+  stats = scaling.Standardization.of(vectors, groups)
+  x = stats.apply(vectors).astype(np.float64)
+  variances = [x[:, a:b].var(axis=0).sum()
+               for a, b in ((0, 2), (2, 8), (8, 12))]
+  np.testing.assert_allclose(variances, [12 / 3] * 3, rtol=1e-4)
+  # One layer: plain standardization, as before layers were weighed.
+  np.testing.assert_allclose(scaling.layer_weights((12,), 12), 1)
+  np.testing.assert_allclose(
+      scaling.Standardization.of(vectors, (12,)).scale,
+      scaling.Standardization.of(vectors).scale)
+  weights, biases = rng.normal(0, 1, (12, 3)), rng.normal(0, 1, 3)
+  logits = x @ weights + biases
+  expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+  expected /= expected.sum(axis=1, keepdims=True)
+  np.testing.assert_allclose(
+      scaling.fold(weights, biases, stats).probabilities(vectors), expected,
+      atol=1e-5)
+  with pytest.raises(ValueError, match=r'\(2, 6\) \(sum 8\) do not split '
+                     'vectors of 12'):
+    scaling.layer_weights((2, 6), 12)
+
+
+def test_a_narrow_informative_layer_is_not_drowned_by_a_wide_one(caplog):
+  """4 features that tell the classes, beside 400 of noise, weighed alike."""
+  caplog.set_level(logging.INFO)
+  rng = np.random.default_rng(12)
+  labels = rng.integers(0, 4, 700)
+  vectors = np.concatenate([clusters(rng, labels, dim=4, spread=1.5),
+                            rng.normal(0, 1, (700, 400)).astype(np.float32)],
+                           axis=1)
+  data = ((vectors[:300], labels[:300]), (vectors[300:400], labels[300:400]))
+  weighed = train(*data, 4, groups=(4, 400))
+  plain = train(*data, 4)
+  assert 'each of 2 layers weighted alike' in caplog.text
+  assert (accuracy(weighed, vectors[400:], labels[400:]) >
+          accuracy(plain, vectors[400:], labels[400:]))
 
 
 def objective_gradient(head, vectors, labels, strength, stats):
@@ -101,7 +145,7 @@ def test_reaches_the_minimum_of_its_objective(caplog):
   rng = np.random.default_rng(3)
   labels = rng.integers(0, 3, 300)
   vectors = clusters(rng, labels, dim=20, num_classes=3, spread=1.0)
-  stats = standard.Standardization.of(vectors[:240])
+  stats = scaling.Standardization.of(vectors[:240])
   # Without validation photos: the default strength.
   head = train((vectors[:240], labels[:240]), (vectors[:0], labels[:0]), 3)
   assert objective_gradient(head, vectors[:240], labels[:240],

@@ -69,6 +69,10 @@ class Backbone:
       for the records of --fine_tune_blocks (`blocks.Split.view_backbone`).
     image_sizes: tuple of ints, the size of each pass in the order their
       vectors are concatenated (see `passes`); (image_size[0],) for one.
+    groups: tuple of ints, the width of each pooled layer of each pass in
+      the order of the vector (passes in size order, each its layers in
+      order), summing to feature_dim; () when not known (a SavedModel, whose
+      passes are alike). The standard head weighs each alike.
   """
   name: str
   image_size: tuple
@@ -83,6 +87,7 @@ class Backbone:
   image_sizes: tuple = ()
   tuned_blocks: int = 0
   vector_dtype: str = 'float32'
+  groups: tuple = ()
 
 
 def load_backbone(name, *, keras_weights='imagenet', image_sizes=(), seed=0,
@@ -184,7 +189,18 @@ def _load_keras(name, weights, sizes, seed, names):
       _finish(name, passes.identity_name(id_name, sizes), sizes,
               preprocessing, module, features,
               [v.numpy() for model, _ in models for v in model.weights]),
-      layers=layers)
+      layers=layers,
+      groups=tuple(w for model, _ in models
+                   for w in _layer_widths(model)))
+
+
+def _layer_widths(model):
+  """Widths of the pooled layers in a `keras_models.build` model's vector."""
+  concatenate = [layer for layer in model.layers
+                 if layer.name == 'bottleneck_layers']  # pooled_layers's.
+  if not concatenate:
+    return (int(model.output.shape[-1]),)
+  return tuple(int(t.shape[-1]) for t in concatenate[0].input)
 
 
 def _load_savedmodel(name, sizes):

@@ -27,8 +27,8 @@ _NOT_IN_MODEL = frozenset((
     'image_dir', 'bottleneck_dir', 'summaries_dir', 'saved_model_dir',
     'output_labels', 'output_graph', 'tflite_output_file',
     'tflite_int8_output_file', 'print_misclassified_test_images',
-    'cache_batch_size', 'backbone_runtime', 'force', 'lock_timeout', 'min_test_accuracy',
-    'promote_if_better'))
+    'cache_batch_size', 'backbone_runtime', 'force', 'lock_timeout',
+    'min_test_accuracy', 'promote_if_better'))
 
 
 def run_fingerprint(config, backbone, labels, photos):

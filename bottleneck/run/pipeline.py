@@ -18,6 +18,7 @@ import numpy as np
 from bottleneck.features import backbones
 from bottleneck.features import blocks
 from bottleneck.features import cache
+from bottleneck.features import mirror
 from bottleneck import errors
 from bottleneck.export import saved_model
 from bottleneck.run import fingerprint
@@ -101,6 +102,8 @@ def _retrain(config, outputs, start):
       config.tfhub_module, keras_weights=config.keras_weights,
       image_sizes=config.sizes, seed=config.random_seed,
       layers=config.bottleneck_layers)
+  if config.mirror_average:
+    float_backbone = mirror.averaged(float_backbone)
   logging.info('Backbone %s: input %dx%d%s, %d features (%s), preprocessing '
                '%s.', float_backbone.name, *float_backbone.image_size,
                _passes(float_backbone.image_sizes), float_backbone.feature_dim,
@@ -166,7 +169,8 @@ def _retrain(config, outputs, start):
     int8_backbone = _int8_backbone(config, backbone, photos, keep=False)
   else:
     head = recipes.train_head(config, data['training'], data['validation'],
-                              num_classes=len(labels), summaries_dir=run_dir)
+                              num_classes=len(labels), summaries_dir=run_dir,
+                              groups=backbone.groups)
   test_accuracy, truth, predicted = metrics.final_test(
       head, data['testing'], splits['testing'], labels, config)
   lap('train_and_test')

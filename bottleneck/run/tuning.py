@@ -71,7 +71,8 @@ def train(config, split, data, flipped, *, training_photos, num_classes,
             for name, (records, truth) in data.items()}
   head = recipes.train_head(config, linear['training'], linear['validation'],
                             num_classes=num_classes,
-                            summaries_dir=summaries_dir)
+                            summaries_dir=summaries_dir,
+                            groups=split.backbone.groups)
   records, truth = data['training']
   mirrored = (np.stack([flipped[p.digest] for p in training_photos])
               if training_photos else records)

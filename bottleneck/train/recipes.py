@@ -20,7 +20,8 @@ from bottleneck.train import standard
 RETRAIN_ONLY = ('learning_rate', 'train_batch_size', 'validation_batch_size')
 
 
-def train_head(config, train, validation, *, num_classes, summaries_dir=None):
+def train_head(config, train, validation, *, num_classes, summaries_dir=None,
+               groups=()):
   """Trains the head by `config.head_recipe`.
 
   Args:
@@ -30,6 +31,9 @@ def train_head(config, train, validation, *, num_classes, summaries_dir=None):
     num_classes: number of classes.
     summaries_dir: if set, TensorBoard scalars go to its train/ and validation/
       subfolders.
+    groups: the widths of the pooled layers side by side in a vector
+      (`backbones.Backbone.groups`), which the standard recipe weighs alike;
+      () for one layer. The retrain recipe ignores them.
 
   Returns:
     A `head.Head` that takes raw vectors.
@@ -51,4 +55,4 @@ def train_head(config, train, validation, *, num_classes, summaries_dir=None):
                     'ignores them.', ', '.join(ignored), config.head_recipe)
   return standard.train_head(train, validation, num_classes=num_classes,
                              schedule=schedule, seed=config.random_seed,
-                             summaries_dir=summaries_dir)
+                             summaries_dir=summaries_dir, groups=groups)

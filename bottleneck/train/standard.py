@@ -8,8 +8,16 @@ magnitude):
 1. Standardization. Each feature is shifted and scaled by its mean and
    standard deviation over the training vectors, so that features of every
    layer weigh alike in the penalty below and the optimizer sees a well
-   conditioned problem. It is folded into the head's weights at the end
-   (`fold`), so every export still takes raw vectors.
+   conditioned problem. When the vectors are several pooled layers (or
+   passes) side by side, each layer's standardized features are then scaled
+   by sqrt(D / (G * d)) (D features in all, G layers, d in this one), so
+   that every layer has the same total variance, D / G: each layer weighs
+   alike in the penalty, whatever its width, as Head2Toe's and SUR's
+   per-layer normalization makes every layer a vector of the same length
+   (Evci et al. 2022; Dvornik et al. 2020). Otherwise MobileNetV2's 1,280
+   final channels would outweigh the 320 of the layer before 4 to 1. Both
+   are linear, and folded into the head's weights at the end (scaling.py),
+   so every export still takes raw vectors.
 2. L2. The objective is the mean cross entropy plus l2 * sum(weights**2)
    (Keras's `regularizers.l2(l2)`; biases are not penalized). It is strictly
    convex: it has one minimum, whatever the features.
@@ -29,78 +37,20 @@ standardized copies of the training and validation vectors (4 bytes each). READM
 head, has measured times and step counts.
 """
 
-import dataclasses
-
 from absl import logging
 import numpy as np
 
 from bottleneck import config
-from bottleneck.train import head as head_lib
 from bottleneck.train import lbfgs
+from bottleneck.train import scaling
 from bottleneck.train import summaries
 
 # Strengths after the best one that may fail to improve before the path stops.
 _PATIENCE = 2
-_ROWS = 4096  # Rows per block when standardizing: bounds float64 temporaries.
-
-
-@dataclasses.dataclass(frozen=True)
-class Standardization:
-  """Per-feature shift and scale of the training vectors.
-
-  Attributes:
-    mean: float64 [feature_dim].
-    scale: float64 [feature_dim], the standard deviation; 1 for a feature that
-      is constant (to float32 precision) on the training vectors, which
-      standardization sends to 0 and the penalty gives a weight of 0.
-  """
-  mean: np.ndarray
-  scale: np.ndarray
-
-  @classmethod
-  def of(cls, vectors):
-    """Of float32 [n, feature_dim] vectors, in float64, a block at a time."""
-    n = len(vectors)
-    mean = sum(block.sum(axis=0, dtype=np.float64)
-               for block in _blocks(vectors)) / n
-    variance = sum(((block - mean) ** 2).sum(axis=0)
-                   for block in _blocks(vectors)) / n
-    std = np.sqrt(variance)
-    # Differences below float32's resolution of the values are rounding.
-    constant = std <= 1e-6 * np.abs(mean)
-    return cls(mean, np.where(constant, 1.0, std))
-
-  def apply(self, vectors):
-    """float32 [n, feature_dim] -> standardized float32 [n, feature_dim]."""
-    out = np.empty(vectors.shape, np.float32)
-    for start in range(0, len(vectors), _ROWS):
-      out[start:start + _ROWS] = (
-          vectors[start:start + _ROWS] - self.mean) / self.scale
-    return out
-
-
-def fold(weights, biases, standardization):
-  """The head on raw vectors that equals (weights, biases) on standardized ones.
-
-  x' W + b with x' = (x - mean) / scale is x (W / scale) + (b - (mean / scale)
-  W), so W' = W / scale[:, None] and b' = b - (mean / scale) @ W.
-
-  Args:
-    weights: float64 [feature_dim, num_classes].
-    biases: float64 [num_classes].
-    standardization: a `Standardization`.
-
-  Returns:
-    A `head.Head` (float32) that takes raw vectors.
-  """
-  shift = standardization.mean / standardization.scale
-  return head_lib.Head(
-      (weights / standardization.scale[:, None]).astype(np.float32),
-      (biases - shift @ weights).astype(np.float32))
 
 
 def train_head(train, validation, *, num_classes, schedule, seed,
-               summaries_dir=None):
+               summaries_dir=None, groups=()):
   """Trains the softmax layer by the standard recipe (see the module doc).
 
   Takes the same arguments as `head.train_head`. Of the schedule, `steps` caps
@@ -117,6 +67,9 @@ def train_head(train, validation, *, num_classes, schedule, seed,
     seed: unused; the recipe is deterministic.
     summaries_dir: if set, TensorBoard scalars go to its train/ and validation/
       subfolders, at the log lines' steps.
+    groups: the widths of the layers side by side in a vector, in order
+      (`backbones.Backbone.groups`); each layer weighs alike (see the module
+      doc). () for one layer.
 
   Returns:
     A `head.Head` that takes raw vectors.
@@ -124,14 +77,16 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   del seed  # Zero start, full batches: the same data give the same head.
   train_x, train_y = _arrays(train)
   val_x, val_y = _arrays(validation)
-  stats = Standardization.of(train_x)
+  stats = scaling.Standardization.of(train_x, groups)
   problem = _Problem(stats.apply(train_x), train_y, num_classes)
   held_out = (stats.apply(val_x), val_y)
   strengths = config.L2_STRENGTHS if len(val_y) else (config.DEFAULT_L2,)
   logging.info(
       'Head: standard recipe, %s training vectors of %s features, '
-      'standardized; L2 strength %s.', f'{len(train_y):,}',
+      'standardized%s; L2 strength %s.', f'{len(train_y):,}',
       f'{train_x.shape[1]:,}',
+      f', each of {len(groups)} layers weighted alike' if len(groups) > 1
+      else '',
       f'chosen on {len(val_y):,} validation photos among '
       f'{_strength(strengths[0])} ... {_strength(strengths[-1])}'
       if len(val_y) else
@@ -158,7 +113,7 @@ def train_head(train, validation, *, num_classes, schedule, seed,
     if writers:
       writers.close()
   weights, biases = problem.unpack(theta)
-  return fold(weights, biases, stats)
+  return scaling.fold(weights, biases, stats)
 
 
 def _path(problem, strengths, validation, *, max_steps, report):
@@ -261,11 +216,6 @@ def _arrays(split):
 def _log_softmax(logits):
   logits = logits - logits.max(axis=1, keepdims=True)
   return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-
-
-def _blocks(vectors):
-  for start in range(0, len(vectors), _ROWS):
-    yield vectors[start:start + _ROWS].astype(np.float64)
 
 
 def _strength(value):
