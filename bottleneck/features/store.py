@@ -15,10 +15,11 @@ HDF5 file is never written in place. Two files per backbone identity:
                   fails the read instead of serving a wrong vector)
   <stem>.journal  vectors computed since: an append-only file of records
                   [b'BNV1', 32-byte digest, float32[dim], CRC-32], written and
-                  fsynced batch by batch.
+                  fsynced a group at a time (`cache.JOURNAL_VECTORS`).
 
-A run killed at any moment loses at most the batch it was writing: the
-journal's torn last record fails its length or CRC check and is dropped, and
+A run killed at any moment loses at most the vectors computed since the
+journal's last write (a group of `cache.JOURNAL_VECTORS`): the journal's torn
+last record fails its length or CRC check and is dropped, and
 the next run folds the good records into a new HDF5 file. A damaged HDF5 file
 (truncated, flipped bytes, another backbone's) is renamed to
 `<stem>.h5.damaged-<time>` with a warning and rebuilt from scratch.
