@@ -28,6 +28,7 @@ from bottleneck.run import cli
 from bottleneck import config
 from bottleneck import errors
 from bottleneck import predict
+from bottleneck.data import images
 
 flags.DEFINE_string('image', None,
                     'Image file, folder of images, or glob ("photos/*.jpg").')
@@ -67,7 +68,7 @@ def _label(extra_images):
   if FLAGS.top_k < 1 or FLAGS.batch_size < 1:
     raise errors.UsageError('--top_k and --batch_size must be >= 1.')
   paths = [path for pattern in patterns
-           for path in predict.find_images(pattern)]
+           for path in images.find_images(pattern)]
   if FLAGS.graph and FLAGS.tflite_model:
     raise errors.UsageError('Pass --graph or --tflite_model, not both.')
   if FLAGS.tflite_model:

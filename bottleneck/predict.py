@@ -14,7 +14,6 @@ file existed, or whose backbone could not be converted.
 """
 
 import dataclasses
-import glob
 import hashlib
 import os
 
@@ -24,7 +23,6 @@ from bottleneck import config
 from bottleneck.data import decode
 from bottleneck import errors
 from bottleneck.export import formats
-from bottleneck.data import images
 from bottleneck.features import tflite
 
 
@@ -235,28 +233,6 @@ def _checked(model, where):
         f'{where}: the model gives {classes} classes but its labels file has '
         f'{len(model.labels)} labels; use the labels written with this model.')
   return model
-
-
-def find_images(pattern):
-  """A file, a folder (searched recursively for images) or a glob -> paths.
-
-  Raises:
-    errors.DataError: nothing matches.
-  """
-  if os.path.isfile(pattern):
-    return [pattern]
-  if os.path.isdir(pattern):
-    paths = sorted(os.path.join(root, name)
-                   for root, _, names in os.walk(pattern)
-                   for name in names if images.is_image_file(name))
-  else:
-    paths = sorted(p for p in glob.glob(pattern, recursive=True)
-                   if os.path.isfile(p))
-  if not paths:
-    raise errors.DataError(
-        f'No image found at {pattern!r}. Pass --image a file, a folder or a '
-        f'glob such as "photos/*.jpg" (extensions {", ".join(images.IMAGE_EXTENSIONS)}).')
-  return paths
 
 
 def label_images(model, paths, *, top_k,

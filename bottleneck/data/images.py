@@ -8,6 +8,7 @@ see the same order.
 
 import collections
 import dataclasses
+import glob
 import hashlib
 import os
 import re
@@ -224,3 +225,25 @@ def digest_photos(photos):
     except OSError as e:
       skipped.append((p.path, f'cannot read file ({e.strerror or e})'))
   return hashed, skipped
+
+
+def find_images(pattern):
+  """A file, a folder (searched recursively for images) or a glob -> paths.
+
+  Raises:
+    errors.DataError: nothing matches.
+  """
+  if os.path.isfile(pattern):
+    return [pattern]
+  if os.path.isdir(pattern):
+    paths = sorted(os.path.join(root, name)
+                   for root, _, names in os.walk(pattern)
+                   for name in names if is_image_file(name))
+  else:
+    paths = sorted(p for p in glob.glob(pattern, recursive=True)
+                   if os.path.isfile(p))
+  if not paths:
+    raise errors.DataError(
+        f'No image found at {pattern!r}. Pass --image a file, a folder or a '
+        f'glob such as "photos/*.jpg" (extensions {", ".join(IMAGE_EXTENSIONS)}).')
+  return paths
