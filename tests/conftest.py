@@ -346,6 +346,19 @@ def check_int8_run_forms(flags, float_backbone, int8_backbone):
   expected = head(float_backbone.features(images))
   # Below 0.999, a logit that moves by 0.1 still moves a probability by 1e-4.
   assert 0.05 < np.ptp(expected, axis=1).min() <= np.ptp(expected).max() < 0.999
+  check_forms_give(flags, pixels, expected, head(int8_backbone.features(images)))
+
+
+def check_forms_give(flags, pixels, expected, expected_int8):
+  """Asserts the answers of every exported form of a run on some images.
+
+  Args:
+    flags: retrain.py's flag values of a run with every output, int8 too.
+    pixels: uint8 [n, height, width, 3] images.
+    expected: float32 [n, classes]: what the float forms must answer.
+    expected_int8: float32 [n, classes]: what the int8 .tflite must answer.
+  """
+  images = pixels.astype(np.float32) / 255
   forms = float_export_forms(
       flags, images, [tf.io.encode_png(p).numpy() for p in pixels])
   for form, probabilities in forms.items():
@@ -353,7 +366,7 @@ def check_int8_run_forms(flags, float_backbone, int8_backbone):
                                err_msg=form)
   np.testing.assert_allclose(
       predict.load_tflite(flags['tflite_int8_output_file']).classify(images),
-      head(int8_backbone.features(images)), atol=1e-5)
+      expected_int8, atol=1e-5)
 
 
 def clusters(rng, labels, dim=16, num_classes=4, spread=3.0):

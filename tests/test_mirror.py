@@ -11,9 +11,7 @@ import sys
 import conftest
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from bottleneck import predict
 from bottleneck.features import backbones
 from bottleneck.features import cache
 from bottleneck.features import mirror
@@ -83,14 +81,8 @@ def test_every_form_computes_the_averaged_vector_int8_included(tmp_path):
   # that forgot the mirror image would fail below.
   plain = head(plain_backbone.features(images))
   assert np.abs(plain - expected).max() > 0.01
-  forms = conftest.float_export_forms(
-      flags, images, [tf.io.encode_png(p).numpy() for p in pixels])
-  for form, probabilities in forms.items():
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4,
-                               err_msg=form)
-  np.testing.assert_allclose(
-      predict.load_tflite(flags['tflite_int8_output_file']).classify(images),
-      head(int8.features(images)), atol=1e-5)
+  conftest.check_forms_give(flags, pixels, expected,
+                            head(int8.features(images)))
 
 
 def test_fine_tuning_with_mirror_average_is_a_usage_error(photo_flags, capsys):

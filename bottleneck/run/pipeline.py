@@ -6,14 +6,12 @@ The model is published last and atomically (see `publish`), and only if the
 quality gate lets it (see `gate`).
 """
 
-import collections
 import dataclasses
 import functools
 import os
 import time
 
 from absl import logging
-import numpy as np
 
 from bottleneck.features import backbones
 from bottleneck.features import blocks
@@ -32,6 +30,7 @@ from bottleneck.features import probe
 from bottleneck.features import quantize
 from bottleneck.train import recipes
 from bottleneck.run import release
+from bottleneck.run import splits as splits_lib
 from bottleneck.run import tuning
 from bottleneck.train import summaries
 
@@ -142,23 +141,8 @@ def _retrain(config, outputs, start):
                       cached.computed, skipped, kept=True,
                       duplicates=cached.duplicates)
 
-  labels, usable = _usable_classes(labels, cached.photos)
-  splits = images.split_photos(
-      usable, testing_percentage=config.testing_percentage,
-      validation_percentage=config.validation_percentage)
-  rows = {p.digest: i for i, p in enumerate(cached.photos)}
-  data = {name: (cached.vectors[[rows[p.digest] for p in members]],
-                 np.array([p.label for p in members], np.int32))
-          for name, members in splits.items()}
+  labels, splits, data = splits_lib.split_vectors(config, labels, cached)
   sizes = {name: len(members) for name, members in splits.items()}
-  logging.info('Photos: %d training, %d validation, %d testing.',
-               sizes['training'], sizes['validation'], sizes['testing'])
-  if not sizes['training']:
-    raise errors.DataError('No photo is left for training; lower '
-                           '--testing_percentage or --validation_percentage.')
-  for index in sorted(set(range(len(labels))) - set(data['training'][1])):
-    logging.warning('Class %r has no training photo; add photos to it.',
-                    labels[index])
 
   run_dir = summaries.new_run_dir(config.summaries_dir)
   if split:  # The tuned backbone is what the head was trained on.
@@ -275,27 +259,3 @@ def _log_skipped(skipped):
   if skipped:
     logging.warning('Skipped %d file(s):\n%s', len(skipped), '\n'.join(
         f'  {path}: {reason}' for path, reason in skipped))
-
-
-def _usable_classes(labels, photos):
-  """Drops classes none of whose photos could be decoded.
-
-  Returns:
-    (labels, photos) with the photos' class indices renumbered.
-
-  Raises:
-    errors.DataError: fewer than two classes are left.
-  """
-  counts = collections.Counter(p.label for p in photos)
-  keep = [i for i in range(len(labels)) if counts[i]]
-  for i in range(len(labels)):
-    if not counts[i]:
-      logging.warning('Leaving out class %r: none of its files could be '
-                      'decoded (see the lines above).', labels[i])
-  if len(keep) < 2:
-    raise errors.DataError(
-        f'Only {len(keep)} class(es) have images that can be decoded; at least '
-        'two are needed. Add images that can be decoded (see the lines above).')
-  new_index = {old: new for new, old in enumerate(keep)}
-  return ([labels[i] for i in keep],
-          [dataclasses.replace(p, label=new_index[p.label]) for p in photos])
