@@ -14,6 +14,11 @@ imported (one photo in a fraction of a second instead of seconds). Only a
 folder exported before that file existed falls back to the SavedModel, with
 TensorFlow, and says so in one line. --verbosity 1 logs which file is run.
 The input size and preprocessing come from the model itself.
+
+A photo that looks like none of the classes the model was trained on (its
+"unknown" score, fitted by retrain.py on the training photos, is above
+--unknown_threshold) gets "unknown" as its first line; the labels follow as
+usual.
 """
 
 import csv
@@ -53,6 +58,14 @@ flags.DEFINE_integer('top_k', config.DEFAULT_TOP_K,
 flags.DEFINE_enum('output_format', 'text', config.OUTPUT_FORMATS,
                   'text: "label score" lines (one line per image for several '
                   'images); json; csv.')
+flags.DEFINE_float(
+    'unknown_threshold', config.DEFAULT_UNKNOWN_THRESHOLD,
+    'An image whose "unknown" score is above this is reported as unknown '
+    '(first line "unknown"; json "unknown": true; a csv row labelled unknown). '
+    'The score is 1.0 at the threshold retrain.py fitted on its validation '
+    'photos (about 5%% of photos like the training ones are turned away); '
+    'higher turns away fewer. -1: never. Models without the score (frozen '
+    'graphs, older exports) never say unknown.')
 flags.DEFINE_integer('batch_size', config.DEFAULT_BATCH_SIZE,
                      'Images per model call.')
 
@@ -83,7 +96,8 @@ def _label(extra_images):
       print(f'label_image.py: {note}', file=sys.stderr)
   logging.debug('Labelling with %s.', model.source)
   results = predict.label_images(model, paths, top_k=FLAGS.top_k,
-                                 batch_size=FLAGS.batch_size)
+                                 batch_size=FLAGS.batch_size,
+                                 unknown_threshold=FLAGS.unknown_threshold)
   labelled = _print(results, FLAGS.output_format, single=len(paths) == 1)
   if not labelled and len(paths) == 1:
     return errors.EXIT_NO_DATA  # Its one-line error is printed already.
@@ -91,6 +105,10 @@ def _label(extra_images):
     raise errors.DataError(f'None of the {len(paths)} images could be '
                            'labelled; see the lines above.')
   return errors.EXIT_OK
+
+
+# What an image that looks like none of the classes is reported as.
+UNKNOWN = 'unknown'
 
 
 def _print(results, output_format, *, single):
@@ -106,16 +124,23 @@ def _print(results, output_format, *, single):
       records.append({'image': path, 'error': result.reason})
       continue
     labelled += 1
-    records.append({'image': path, 'predictions': [
-        {'label': label, 'score': score} for label, score in result]})
+    record = {'image': path, 'unknown': result.unknown}
+    if result.unknown_score is not None:
+      record['unknown_score'] = result.unknown_score
+    records.append(dict(record, predictions=[
+        {'label': label, 'score': score} for label, score in result]))
+    unknown = [UNKNOWN] if result.unknown else []
     if output_format == 'csv':
+      writer.writerows([[path, 0, UNKNOWN, f'{result.unknown_score:.6f}']]
+                       if result.unknown else [])
       writer.writerows([path, rank, label, f'{score:.6f}']
                        for rank, (label, score) in enumerate(result, 1))
     elif output_format == 'text' and single:
-      print('\n'.join(f'{label} {score:.5f}' for label, score in result))
+      print('\n'.join(unknown + [f'{label} {score:.5f}'
+                                 for label, score in result]))
     elif output_format == 'text':
-      print(f'{path}: ' + ', '.join(f'{label} {score:.5f}'
-                                    for label, score in result))
+      print(f'{path}: ' + ', '.join(unknown + [f'{label} {score:.5f}'
+                                               for label, score in result]))
     sys.stdout.flush()
   if output_format == 'json':
     print(json.dumps(records, indent=2))

@@ -53,6 +53,14 @@ HEAD_RECIPES = ('standard', 'retrain')
 # used (Keras's l2(1e-3)) on MobileNetV2 features of three photo sets.
 L2_STRENGTHS = tuple(10.0 ** (-e / 2) for e in range(-2, 9))  # 10 ... 1e-4.
 DEFAULT_L2 = 1e-3
+# "Unknown" (train/open_set.py): the threshold is this percentile of the
+# validation photos' distances to their nearest class, so about 5% of photos
+# like the training ones are turned away; label_image.py's
+# --unknown_threshold is relative to it (1.0: as fitted; -1: off).
+UNKNOWN_PERCENTILE = 95.0
+DEFAULT_UNKNOWN_THRESHOLD = 1.0
+# Calibration (train/calibration.py): bins of the expected calibration error.
+ECE_BINS = 15
 
 
 @dataclasses.dataclass(frozen=True)

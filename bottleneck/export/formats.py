@@ -22,6 +22,9 @@ LABELS_FILE = 'labels.txt'
 FORMAT_VERSION = 1
 CLASSIFIER_FILE = 'classifier.tflite'
 CLASSIFIER_DIGEST = 'classifier_tflite_sha256'
+# The names of every export's outputs (see `outputs`).
+PROBABILITIES = 'probabilities'
+UNKNOWN_SCORE = 'unknown_score'
 
 
 def read_metadata(saved_model_dir):

@@ -4,10 +4,11 @@ The SavedModel holds everything needed to label a photo: the backbone, its
 preprocessing, the head and the labels. Its signatures:
 
   serving_default: image_bytes string [batch] (JPEG, PNG, BMP, GIF, WebP files)
-                   -> probabilities float32 [batch, classes]; decodes as the
-                   cache stage does (`graph_decode`)
+                   -> probabilities float32 [batch, classes] and, when the run
+                   fitted one, unknown_score float32 [batch] (`outputs`);
+                   decodes as the cache stage does (`graph_decode`)
   serving_images:  images float32 [batch, height, width, 3] in [0, 1]
-                   -> probabilities float32 [batch, classes]
+                   -> the same outputs
 
 `labels()` returns the labels as a string tensor [classes], and its assets/
 folder holds labels.txt and bottleneck.json (see `formats`). The SavedModel
@@ -31,20 +32,19 @@ from tensorflow.python.framework import convert_to_constants  # pylint: disable=
 from bottleneck import errors
 from bottleneck.export import formats
 from bottleneck.export import graph_decode
+from bottleneck.export import outputs
 from bottleneck import publish
 
 
-class Classifier(tf.Module):
-  """The exported model: backbone features -> softmax head."""
+class Classifier(outputs.HeadConstants):
+  """The exported model: backbone features -> softmax head (`outputs`)."""
 
   def __init__(self, backbone, head, labels, asset_dir):
-    super().__init__()
+    super().__init__(head)
     self._labels = list(labels)
     self.backbone = backbone.module
     self._features = backbone.features
     self._size = backbone.image_size
-    self.head_weights = tf.Variable(head.weights, trainable=False)
-    self.head_biases = tf.Variable(head.biases, trainable=False)
     self.labels_file = tf.saved_model.Asset(
         os.path.join(asset_dir, formats.LABELS_FILE))
     self.metadata_file = tf.saved_model.Asset(
@@ -55,10 +55,9 @@ class Classifier(tf.Module):
     """string [classes]: the label of each class, in class-index order."""
     return tf.constant(self._labels)
 
-  def probabilities(self, images):
-    """float32 [batch, height, width, 3] in [0, 1] -> [batch, classes]."""
-    logits = tf.matmul(self._features(images), self.head_weights)
-    return tf.nn.softmax(logits + self.head_biases)
+  def outputs(self, images):
+    """float32 [batch, height, width, 3] in [0, 1] -> `outputs`' dict."""
+    return self.head_outputs(self._features(images))
 
   def decode(self, image_bytes):
     """string [batch] of image files -> float32 [batch, height, width, 3].
@@ -99,12 +98,12 @@ def write_model(backbone, head, labels, staging, *, metadata, trained_on=None):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def serve_bytes(image_bytes):
-    return {'probabilities': model.probabilities(model.decode(image_bytes))}
+    return model.outputs(model.decode(image_bytes))
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, height, width, 3], tf.float32)])
   def serve_images(images):
-    return {'probabilities': model.probabilities(images)}
+    return model.outputs(images)
 
   model_dir = os.path.join(staging, 'model')
   tf.saved_model.save(model, model_dir, signatures={

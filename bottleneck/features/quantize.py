@@ -164,7 +164,7 @@ def to_tflite(function, *, calibration=None, name):
     with warnings.catch_warnings():
       # 'Statistics for quantized inputs were expected': the input stays float.
       warnings.simplefilter('ignore', UserWarning)
-      return converter.convert()
+      return _named_outputs(converter.convert(), function.structured_outputs)
   except (convert_phase.ConverterError, ValueError, RuntimeError) as e:
     kind = 'full-integer int8' if calibration is not None else 'float32'
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else e
@@ -172,6 +172,24 @@ def to_tflite(function, *, calibration=None, name):
         f'Cannot convert {name} to a {kind} TFLite model: {first_line}. Use '
         '--backbone_precision float32 and no int8 TFLite output, or another '
         'backbone.') from e
+
+
+def _named_outputs(data, structured):
+  """Gives a converted model's signature outputs the keys of a dict output.
+
+  Freezing the function loses its output names, and the converter calls them
+  output_0, output_1, ... in the order tf.nest flattens the dict (sorted
+  keys); a reader finds them by name (`tflite.Runner`).
+  """
+  if not isinstance(structured, dict):
+    return data
+  model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+  names = sorted(structured)
+  for signature in model.signatureDefs or []:
+    for output in signature.outputs:
+      index = int(output.name.decode().rpartition('_')[2])
+      output.name = names[index].encode()
+  return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def float_ops(data):

@@ -38,8 +38,16 @@ def default_threads():
     return os.cpu_count() or 1
 
 
+# The output that __call__ returns when a model has several (retrain.py's
+# classifiers also return unknown_score: export/outputs.py).
+PRIMARY_OUTPUT = 'probabilities'
+
+
 class Runner:
-  """Runs a .tflite image model with one input and one output, any batch size.
+  """Runs a .tflite image model with one input, any batch size.
+
+  A model with several outputs is read by their signature names: __call__
+  returns the one named PRIMARY_OUTPUT, `run` the others too.
 
   Quantized inputs and outputs (int8 or uint8, as other tools export them) are
   converted from and to float32 with the model's own scale and zero point.
@@ -69,21 +77,35 @@ class Runner:
                               f'run: {e}') from e
     inputs = self._interpreter.get_input_details()
     outputs = self._interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0]['shape']) != 4:
+    if len(inputs) != 1 or not outputs or len(inputs[0]['shape']) != 4:
       raise errors.ModelError(
           f'{name} is not an image model with one input [batch, height, width, '
-          f'3] and one output: inputs {[list(i["shape"]) for i in inputs]}, '
-          f'outputs {[list(o["shape"]) for o in outputs]}.')
-    self._input, self._output = inputs[0], outputs[0]
+          f'3]: inputs {[list(i["shape"]) for i in inputs]}, outputs '
+          f'{[list(o["shape"]) for o in outputs]}.')
+    named = _named_outputs(self._interpreter, outputs)
+    if len(outputs) > 1 and PRIMARY_OUTPUT not in named:
+      raise errors.ModelError(
+          f'{name} has {len(outputs)} outputs and none is named '
+          f'{PRIMARY_OUTPUT!r}: which one to read is unknown.')
+    self._input = inputs[0]
+    self._output = named.get(PRIMARY_OUTPUT, outputs[0])
+    self._extra = {key: detail for key, detail in named.items()
+                   if detail['index'] != self._output['index']}
     self._batch = int(self._input['shape'][0])
     self.image_size = tuple(int(d) for d in self._input['shape'][1:3])
     self.outputs = int(self._output['shape'][-1])
+    self.extra_outputs = tuple(sorted(self._extra))
 
   def __call__(self, images):
     """float32 numpy [batch, height, width, 3] -> float32 [batch, outputs].
 
     The input is in whatever range the model takes ([0, 1] for retrain.py's).
     """
+    return self.run(images)[0]
+
+  def run(self, images):
+    """Like __call__, and also returns {name: float32 array} of the other
+    named outputs (`extra_outputs`), e.g. retrain.py's unknown_score."""
     if len(images) != self._batch:
       self._interpreter.resize_tensor_input(self._input['index'],
                                             [len(images), *images.shape[1:]])
@@ -92,8 +114,23 @@ class Runner:
     self._interpreter.set_tensor(self._input['index'],
                                  _quantize(images, self._input))
     self._interpreter.invoke()
-    return _dequantize(self._interpreter.get_tensor(self._output['index']),
-                       self._output)
+    return (_dequantize(self._interpreter.get_tensor(self._output['index']),
+                        self._output),
+            {key: _dequantize(self._interpreter.get_tensor(detail['index']),
+                              detail) for key, detail in self._extra.items()})
+
+
+def _named_outputs(interpreter, outputs):
+  """{signature output name: output detail} of a model's one signature; {}
+  for a model without exactly one signature (its outputs have no names)."""
+  signatures = interpreter.get_signature_list()
+  if len(signatures) != 1:
+    return {}
+  names = interpreter.get_signature_runner(
+      next(iter(signatures))).get_output_details()
+  by_index = {detail['index']: detail for detail in outputs}
+  return {key: by_index[detail['index']] for key, detail in names.items()
+          if detail['index'] in by_index}
 
 
 @contextlib.contextmanager

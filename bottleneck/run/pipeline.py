@@ -28,6 +28,8 @@ from bottleneck.train import metrics
 from bottleneck import publish
 from bottleneck.features import probe
 from bottleneck.features import quantize
+from bottleneck.train import calibration
+from bottleneck.train import open_set
 from bottleneck.train import recipes
 from bottleneck.run import release
 from bottleneck.run import splits as splits_lib
@@ -155,6 +157,7 @@ def _retrain(config, outputs, start):
     head = recipes.train_head(config, data['training'], data['validation'],
                               num_classes=len(labels), summaries_dir=run_dir,
                               groups=backbone.groups)
+  head, trust = _trust(head, data, len(labels))
   test_accuracy, truth, predicted = metrics.final_test(
       head, data['testing'], splits['testing'], labels, config)
   lap('train_and_test')
@@ -176,7 +179,7 @@ def _retrain(config, outputs, start):
                          bottlenecks=dict(cached.counts,
                                           engine=cached.engine),
                          gate=gate_figures,
-                         decision=decision)
+                         decision=decision, **trust)
 
   if refusal:
     path = refused_metrics_path(config.saved_model_dir)
@@ -210,6 +213,32 @@ def _retrain(config, outputs, start):
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
                     cached.computed, skipped, exports=exports,
                     duplicates=cached.duplicates)
+
+
+def _trust(head, data, num_classes):
+  """Calibrates the head and fits its "unknown" score (see the modules).
+
+  Returns:
+    (the `head.Head` that exports carry, {'calibration': ..., 'unknown':
+    ...} for metrics.json).
+  """
+  head, calibrated = calibration.calibrate(head, data['validation'],
+                                           data['testing'])
+  unknown = open_set.fit(data['training'], data['validation'],
+                         num_classes=num_classes)
+  head = dataclasses.replace(head, unknown=unknown)
+  figures = None if unknown is None else {
+      'method': 'mahalanobis', 'percentile': unknown.percentile,
+      'threshold': unknown.threshold,
+      'validation_unknown_rate': open_set.unknown_rate(
+          unknown, data['validation'][0]),
+      'test_unknown_rate': open_set.unknown_rate(unknown, data['testing'][0])}
+  if figures:
+    logging.info('"Unknown" at the default threshold: %s of the validation '
+                 'and %s of the test photos.',
+                 _percent(figures['validation_unknown_rate']),
+                 _percent(figures['test_unknown_rate']))
+  return head, {'calibration': calibrated, 'unknown': figures}
 
 
 def _int8_backbone(config, float_backbone, photos, keep=True):

@@ -24,9 +24,12 @@ class Head:
   Attributes:
     weights: float32 [feature_dim, num_classes].
     biases: float32 [num_classes].
+    unknown: the `open_set.OpenSet` score that exports compute beside the
+      probabilities, or None.
   """
   weights: np.ndarray
   biases: np.ndarray
+  unknown: object = None
 
   def probabilities(self, vectors):
     """float32 [batch, feature_dim] -> float32 [batch, num_classes] softmax."""

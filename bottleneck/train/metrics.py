@@ -68,7 +68,8 @@ def per_class(matrix, labels):
 
 
 def build(*, labels, splits, truth, predicted, config, backbone, durations,
-          skipped, bottlenecks, gate, decision):
+          skipped, bottlenecks, gate, decision, calibration=None,
+          unknown=None):
   """The metrics.json dict.
 
   Args:
@@ -84,6 +85,9 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       its `engine`.
     gate: the quality gate's comparison (`gate.check`), or None.
     decision: 'published', or 'refused: <why>'.
+    calibration: `calibration.calibrate`'s figures, or None.
+    unknown: the "unknown" score's threshold and rates (run/pipeline.py), or
+      None when it was not fitted.
   """
   matrix = confusion_matrix(truth, predicted, len(labels))
   counts = {label: {name: 0 for name in splits} for label in labels}
@@ -113,6 +117,8 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       'skipped_count': len(skipped),
       'bottlenecks': dict(bottlenecks),
       'gate': gate,
+      'calibration': calibration,
+      'unknown': unknown,
   }
 
 

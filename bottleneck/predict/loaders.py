@@ -1,4 +1,4 @@
-"""Load an export of retrain.py and label images with it.
+"""Load an export of retrain.py as a `LoadedModel`.
 
 Three kinds of export: the SavedModel folder and the .tflite file (labels,
 input size and preprocessing come from the model itself), and retrain.py's
@@ -19,8 +19,6 @@ import os
 
 import numpy as np
 
-from bottleneck import config
-from bottleneck.data import decode
 from bottleneck import errors
 from bottleneck.export import formats
 from bottleneck.features import tflite
@@ -36,11 +34,21 @@ class LoadedModel:
     classify: float32 numpy [batch, height, width, 3] in [0, 1] ->
       float32 numpy [batch, len(labels)] probabilities.
     source: what runs, for a log line ('model.tflite (LiteRT)').
+    score: None, or the same as classify and also float32 [batch] "unknown"
+      scores (export/outputs.py): images -> (probabilities, unknown_scores),
+      for a model that has them.
   """
   labels: list
   image_size: tuple
   classify: object
   source: str = ''
+  score: object = None
+
+  def scored(self, batch):
+    """images -> (probabilities, unknown scores [batch] or None)."""
+    if self.score is None:
+      return self.classify(batch), None
+    return self.score(batch)
 
 
 def load_saved_model(path):
@@ -75,11 +83,15 @@ def load_saved_model(path):
     raise errors.ModelError(
         f'Cannot load the model in {path}: {first_line}') from e
 
-  def classify(batch):
-    return signature(images=tf.constant(batch))['probabilities'].numpy()
+  def score(batch):
+    result = signature(images=tf.constant(batch))
+    unknown = result.get(formats.UNKNOWN_SCORE)
+    return (result[formats.PROBABILITIES].numpy(),
+            None if unknown is None else unknown.numpy())
 
   return _checked(LoadedModel(list(meta['labels']), tuple(meta['image_size']),
-                              classify, f'the SavedModel {path} (TensorFlow)'),
+                              lambda batch: score(batch)[0],
+                              f'the SavedModel {path} (TensorFlow)', score),
                   path)
 
 
@@ -185,8 +197,12 @@ def _tflite_model(data, *, name, labels=None):
         'retrain.py); pass its labels file with --labels.')
   if labels is None:
     labels = formats.labels_from_bytes(attached[formats.LABELS_FILE])
+  def score(batch):
+    probabilities, extra = runner.run(batch)
+    return probabilities, extra.get(formats.UNKNOWN_SCORE)
+
   return _checked(LoadedModel(labels, runner.image_size, runner,
-                              f'{name} (LiteRT)'), name)
+                              f'{name} (LiteRT)', score), name)
 
 
 def _read(path):
@@ -233,58 +249,3 @@ def _checked(model, where):
         f'{where}: the model gives {classes} classes but its labels file has '
         f'{len(model.labels)} labels; use the labels written with this model.')
   return model
-
-
-def label_images(model, paths, *, top_k,
-                 batch_size=config.DEFAULT_BATCH_SIZE):
-  """Labels image files in batches.
-
-  Args:
-    model: a `LoadedModel`.
-    paths: list of file paths.
-    top_k: how many (label, score) pairs to keep per image.
-    batch_size: images per model call.
-
-  Yields:
-    (path, result) in input order: result is a list of (label, float score),
-    best first, or an `errors.DecodeError` for a file that cannot be used.
-  """
-  batch = []
-
-  def run(batch):
-    scores = model.classify(np.stack([pixels for _, pixels in batch]))
-    for (path, _), row in zip(batch, scores):
-      best = np.argsort(-row, kind='stable')[:top_k]
-      yield path, [(model.labels[i], float(row[i])) for i in best]
-
-  for path, pixels in zip(paths, decode.load_images(paths, model.image_size)):
-    if isinstance(pixels, errors.DecodeError):
-      yield from run(batch) if batch else ()
-      batch = []
-      yield path, pixels
-      continue
-    batch.append((path, pixels.astype(np.float32) / 255.0))
-    if len(batch) == batch_size:
-      yield from run(batch)
-      batch = []
-  if batch:
-    yield from run(batch)
-
-
-def accuracy(model, paths, truth):
-  """Share of image files whose top label is the true one.
-
-  Args:
-    model: a `LoadedModel`.
-    paths: list of image file paths.
-    truth: list of str, the true label of each; a file that cannot be decoded,
-      or whose label the model does not know, counts as a mistake.
-
-  Returns:
-    float in [0, 1]; None for no files.
-  """
-  if not paths:
-    return None
-  guesses = [None if isinstance(result, errors.DecodeError) else result[0][0]
-             for _, result in label_images(model, paths, top_k=1)]
-  return float(np.mean([g == t for g, t in zip(guesses, truth)]))

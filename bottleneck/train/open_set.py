@@ -1,0 +1,172 @@
+"""Open set: a score that says a photo looks like none of the trained classes.
+
+A softmax head always names one of its classes, also for a photo of something
+it was never taught. This module fits, on the cached training vectors, the
+class-conditional Mahalanobis distance of Lee et al. 2018 ("A simple unified
+framework for detecting out-of-distribution samples"): one mean per class, one
+covariance shared by the classes (the training vectors minus their class
+mean), and a vector's distance to its nearest class mean. Its threshold is a
+percentile of the validation photos' distances (config.UNKNOWN_PERCENTILE):
+photos the head never saw, so the share of in-domain photos turned away is
+about 100 - that percentile.
+
+Two choices keep it general, whatever the photos and the width of the vectors:
+
+  shrinkage  the covariance has more entries than there are photos (2,176
+             features, a few hundred photos per class), so it is shrunk toward
+             its diagonal by the intensity of Schaefer and Strimmer 2005
+             (target D), computed from the vectors, not tuned.
+  rank       the export keeps the `RANK` leading directions of the covariance
+             exactly and the rest as one mean variance (as probabilistic PCA
+             does), so the matrix it carries is [feature_dim, RANK], not
+             [feature_dim, feature_dim] (19 MB at 2,176 features, 76 MB at
+             4,352).
+
+bench/open_set.py measures the choices (full rank, the relative Mahalanobis
+distance of Ren et al. 2021, the top softmax score) on held-out flower photos,
+photos of other subjects, and a flower class left out of training.
+
+The score that exports return is distance / threshold: above 1.0 means
+unknown at the default threshold, whatever the scale of the features.
+"""
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+
+from bottleneck import config as config_lib
+
+RANK = 256  # Directions kept exactly; see the module docstring.
+MIN_VALIDATION = 20  # Fewer validation photos cannot place a percentile.
+
+
+@dataclasses.dataclass
+class OpenSet:
+  """The distance, written so that every export computes it with matmuls.
+
+  score(v) = (||x||^2 / rest - ||x @ directions||^2
+              + min_c(x @ class_weights[:, c] + class_biases[c])) / threshold
+  with x = v - center,
+
+  which is the squared Mahalanobis distance to the nearest class mean, divided
+  by the threshold (see `fit`). Centering keeps float32 exports exact enough:
+  the terms stay near the distance's own size.
+
+  Attributes:
+    center: float32 [feature_dim], the training vectors' mean.
+    directions: float32 [feature_dim, k], the leading eigenvectors of the
+      shared covariance, each scaled by sqrt(1 / rest - 1 / eigenvalue).
+    rest: float, the mean variance of the other directions.
+    class_weights: float32 [feature_dim, classes].
+    class_biases: float32 [classes].
+    threshold: float, the validation percentile of the distance.
+    percentile: float, which percentile.
+  """
+  center: np.ndarray
+  directions: np.ndarray
+  rest: float
+  class_weights: np.ndarray
+  class_biases: np.ndarray
+  threshold: float
+  percentile: float
+
+  def distances(self, vectors):
+    """float32 [n, feature_dim] -> float64 [n] squared distances."""
+    x = np.asarray(vectors, np.float64) - self.center
+    quadratic = ((x * x).sum(1) / self.rest
+                 - ((x @ self.directions) ** 2).sum(1))
+    nearest = (x @ self.class_weights + self.class_biases).min(1)
+    return quadratic + nearest
+
+  def scores(self, vectors):
+    """float32 [n, feature_dim] -> float32 [n]; above 1.0 is unknown."""
+    return (self.distances(vectors) / self.threshold).astype(np.float32)
+
+
+def fit(train, validation, *, num_classes,
+        percentile=config_lib.UNKNOWN_PERCENTILE, rank=RANK):
+  """Fits the open-set score on a run's vectors.
+
+  Args:
+    train: (float32 [n, feature_dim] vectors, int [n] classes).
+    validation: the same, for the threshold.
+    num_classes: number of classes.
+    percentile: of the validation distances, for the threshold.
+    rank: directions kept exactly.
+
+  Returns:
+    An `OpenSet`, or None with a logged reason when the photos are too few to
+    place the threshold (fewer than MIN_VALIDATION validation photos) or a
+    class has no training photo.
+  """
+  vectors, classes = (np.asarray(a) for a in train)
+  if len(validation[0]) < MIN_VALIDATION:
+    logging.warning(
+        'No "unknown" detection: %d validation photo(s) are too few to set '
+        'its threshold (at least %d are needed); add photos or raise '
+        '--validation_percentage.', len(validation[0]), MIN_VALIDATION)
+    return None
+  if len(set(classes.tolist())) < num_classes:
+    logging.warning('No "unknown" detection: a class has no training photo.')
+    return None
+  center = vectors.astype(np.float64).mean(0)
+  x = vectors.astype(np.float64) - center
+  means = np.stack([x[classes == c].mean(0) for c in range(num_classes)])
+  residuals = x - means[classes]
+  alpha = shrinkage(residuals)
+  covariance = residuals.T @ residuals / len(x)
+  variances = np.diag(covariance).copy()
+  covariance *= 1 - alpha  # Shrunk toward its diagonal, which stays.
+  covariance[np.diag_indices_from(covariance)] = variances
+  values, vectors_ = np.linalg.eigh(covariance)  # Ascending.
+  k = min(rank, len(values) - 1)
+  rest = float(values[:-k].mean()) if k else float(values.mean())
+  lead = np.maximum(values[-k:], rest) if k else values[:0]
+  directions = vectors_[:, len(values) - k:] * np.sqrt(1 / rest - 1 / lead)
+  # d_c(x) = q(x) - 2 x.A m_c + m_c.A m_c with A the precision; q is above.
+  precise_means = means / rest - (means @ directions) @ directions.T
+  open_set = OpenSet(
+      center=center.astype(np.float32), directions=directions.astype(np.float32), rest=rest,
+      class_weights=(-2 * precise_means.T).astype(np.float32),
+      class_biases=(precise_means * means).sum(1).astype(np.float32),
+      threshold=1.0, percentile=float(percentile))
+  open_set.threshold = float(np.percentile(
+      open_set.distances(validation[0]), percentile))
+  logging.info('"Unknown" detection: Mahalanobis distance (shrinkage %.2f, '
+               '%d directions), threshold at the %gth percentile of the %d '
+               'validation photos.', alpha, k, percentile,
+               len(validation[0]))
+  return open_set
+
+
+def shrinkage(residuals):
+  """Schaefer-Strimmer intensity toward the diagonal (their target D).
+
+  Args:
+    residuals: float64 [n, dim], vectors minus their class mean.
+
+  Returns:
+    float in [0, 1]: the estimated variance of the sample correlations over
+    their squared size, off the diagonal.
+  """
+  n = len(residuals)
+  z = residuals - residuals.mean(0)
+  z /= z.std(0) + 1e-12
+  squares = z * z
+  mean_products = z.T @ z / n
+  # Sum over i != j of the variance of z_i z_j, without the [n, dim, dim] array.
+  spread = ((squares.sum(1) ** 2).sum() - (squares ** 2).sum()
+            - n * ((mean_products ** 2).sum()
+                   - (np.diag(mean_products) ** 2).sum()))
+  variance = n / (n - 1) ** 3 * spread
+  correlations = mean_products * n / (n - 1)
+  size = (correlations ** 2).sum() - (np.diag(correlations) ** 2).sum()
+  return float(np.clip(variance / size, 0.0, 1.0)) if size > 0 else 1.0
+
+
+def unknown_rate(open_set, vectors, threshold=1.0):
+  """Share of vectors [n, feature_dim] whose score is above threshold."""
+  if open_set is None or not len(vectors):
+    return None
+  return float(np.mean(open_set.scores(vectors) > threshold))
