@@ -20,7 +20,11 @@ quality gate refused, for programs that watch a nightly run:
                                "chosen_by": "measured on ..."}},
     "gate": {"compared_on": "validation", "photos": 196,
              "new_accuracy": 0.92, "in_place_accuracy": 0.91,
-             "in_place": "evaluated"}   (null without --promote_if_better)
+             "in_place": "evaluated"},  (null without --promote_if_better)
+    "curves": {"head": {"step": [0, 10, ...], "train_accuracy": [...],
+                        "train_loss": [...], "validation_accuracy": [...],
+                        "validation_loss": [...]},
+               "fine_tune": {"epoch": [0, 1, ...], ...}}  (`head.Head.curves`)
   }
 
 "bottlenecks" has the counts of the cache stage's log line: reused, computed
@@ -68,7 +72,7 @@ def per_class(matrix, labels):
 
 
 def build(*, labels, splits, truth, predicted, config, backbone, durations,
-          skipped, bottlenecks, gate, decision):
+          skipped, bottlenecks, gate, decision, curves=None):
   """The metrics.json dict.
 
   Args:
@@ -84,6 +88,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       its `engine`.
     gate: the quality gate's comparison (`gate.check`), or None.
     decision: 'published', or 'refused: <why>'.
+    curves: the head's training curves (`head.Head.curves`), or None.
   """
   matrix = confusion_matrix(truth, predicted, len(labels))
   counts = {label: {name: 0 for name in splits} for label in labels}
@@ -113,6 +118,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       'skipped_count': len(skipped),
       'bottlenecks': dict(bottlenecks),
       'gate': gate,
+      'curves': curves or {},
   }
 
 
