@@ -126,7 +126,7 @@ def render(metrics, *, mistakes=(), created=None):  # pylint: disable=redefined-
           report_tables.per_class(metrics),
           _confusion(metrics),
           _curves(metrics.get('curves') or {}, metrics.get('flags') or {}),
-          _mistakes(list(mistakes)),
+          _mistakes(list(mistakes), metrics.get('confusion_matrix') or []),
           report_tables.skipped(metrics)]
   page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
           '<meta name="viewport" content="width=device-width, '
@@ -200,10 +200,14 @@ def _chart_pair(curve, x, name, x_label):
   return f'<div class="charts">{"".join(parts)}</div>'
 
 
-def _mistakes(found):
+def _mistakes(found, matrix):
   if not found:
+    wrong = sum(count for i, row in enumerate(matrix)
+                for j, count in enumerate(row) if i != j)
     return ('<section id="mistakes"><h2>Misclassified test photos</h2><p>'
-            'None: every test photo was classified right.</p></section>')
+            + (f'{wrong} (not collected for this page).' if wrong else
+               'None: every test photo was classified right.')
+            + '</p></section>')
   figures = []
   for m in found[:MAX_MISTAKES]:
     uri = thumbnail(m['path'])

@@ -99,7 +99,7 @@ def line_chart(x, series, *, title, x_label, y_range=None):
   width, height = 480, 250
   left, right, top, bottom = 48, 12, 44, 40  # The legend is above.
   values = [v for points in series.values() for v in points if v is not None]
-  low, high = y_range or (0.0, max(values, default=1.0) or 1.0)
+  low, high = y_range or (0.0, _round_up(max(values, default=1.0) or 1.0))
   x_low, x_high = (x[0], x[-1]) if x else (0, 1)
   x_high = x_high if x_high > x_low else x_low + 1
 
@@ -147,6 +147,13 @@ def line_chart(x, series, *, title, x_label, y_range=None):
                  f'<text x="{legend_x + 22}" y="{top - 6}">{_e(name)}</text>')
   parts.append('</svg>')
   return ''.join(parts)
+
+
+def _round_up(value):
+  """The first of `_ticks`' round numbers at or above a positive value."""
+  ticks = _ticks(0.0, value)
+  step = ticks[1] - ticks[0] if len(ticks) > 1 else value
+  return ticks[-1] if ticks[-1] >= value else round(ticks[-1] + step, 10)
 
 
 def _ticks(low, high, count=5, integer=False):
