@@ -176,6 +176,12 @@ def test_every_export_runs_the_tuned_blocks(tuned_run):
                           'tflite_float32', 'tflite_int8'}
   for form in ('saved_model', 'frozen_graph', 'tflite_float32'):
     assert exports[form]['test_accuracy'] == metrics['test_accuracy'], form
+  # The epochs are kept for metrics.json and drawn in report.html.
+  epochs = metrics['curves']['fine_tune']
+  assert epochs['epoch'][:2] == [0, 1] and epochs['train_loss'][0] is None
+  with open(os.path.join(flags['saved_model_dir'], 'report.html'),
+            encoding='utf-8') as f:
+    assert 'Fine-tuning: cross entropy' in f.read()
   paths = sorted(str(p) for p in (root / 'photos').rglob('*.*'))[:12]
   pixels = np.stack([decode.load_image(p, (SIZE, SIZE)) for p in paths]
                     ) / np.float32(255)

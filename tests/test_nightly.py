@@ -241,9 +241,9 @@ def test_promote_if_better_keeps_a_model_in_place_whose_evaluation_fails(
   real_load = predict.load_saved_model
 
   def load_then_fail(path):
-    def classify(batch):
+    def run(batch):
       raise tf.errors.InternalError(None, None, 'kernel failed')
-    return dataclasses.replace(real_load(path), classify=classify)
+    return dataclasses.replace(real_load(path), run=run)
   monkeypatch.setattr(predict, 'load_saved_model', load_then_fail)
   # Another backbone: the model in place is evaluated end to end.
   other = conftest.save_feature_module(tmp_path / 'max', size=32,

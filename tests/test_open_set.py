@@ -151,9 +151,9 @@ def test_every_export_returns_the_unknown_score(open_run):
       'serving_images': signatures['serving_images'](
           images=tf.constant(images))['unknown_score'],
       'classifier.tflite': predict.load_model_folder(
-          flags['saved_model_dir'])[0].scored(images)[1],
+          flags['saved_model_dir'])[0].run(images)[1],
       'tflite float32': predict.load_tflite(
-          flags['tflite_output_file']).scored(images)[1],
+          flags['tflite_output_file']).run(images)[1],
   }
   for form, scores in got.items():
     np.testing.assert_allclose(np.asarray(scores), expected, rtol=1e-3,
@@ -161,7 +161,7 @@ def test_every_export_returns_the_unknown_score(open_run):
   int8 = quantize.int8_backbone(backbone, flags['bottleneck_dir'],
                                 calibration=lambda: pytest.fail('converted'))
   np.testing.assert_allclose(
-      predict.load_tflite(flags['tflite_int8_output_file']).scored(images)[1],
+      predict.load_tflite(flags['tflite_int8_output_file']).run(images)[1],
       exported_open_set(flags['saved_model_dir'])(int8.features(images)),
       rtol=1e-3)
 

@@ -69,7 +69,7 @@ def label_images(model, paths, *, top_k,
 
 def labelled(model, names, pixels, *, top_k, unknown_threshold):
   """(name, `Predictions`) for each of float32 pixels [n, height, width, 3]."""
-  scores, unknown = model.scored(pixels)
+  scores, unknown = model.run(pixels)
   for i, (name, row) in enumerate(zip(names, scores)):
     best = np.argsort(-row, kind='stable')[:top_k]
     yield name, Predictions(

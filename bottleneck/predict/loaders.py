@@ -31,24 +31,20 @@ class LoadedModel:
   Attributes:
     labels: list of str, class-index order.
     image_size: (height, width) it takes.
-    classify: float32 numpy [batch, height, width, 3] in [0, 1] ->
-      float32 numpy [batch, len(labels)] probabilities.
+    run: float32 numpy [batch, height, width, 3] in [0, 1] ->
+      (float32 numpy [batch, len(labels)] probabilities, float32 [batch]
+      "unknown" scores (export/outputs.py), or None for a model without
+      them).
     source: what runs, for a log line ('model.tflite (LiteRT)').
-    score: None, or the same as classify and also float32 [batch] "unknown"
-      scores (export/outputs.py): images -> (probabilities, unknown_scores),
-      for a model that has them.
   """
   labels: list
   image_size: tuple
-  classify: object
+  run: object
   source: str = ''
-  score: object = None
 
-  def scored(self, batch):
-    """images -> (probabilities, unknown scores [batch] or None)."""
-    if self.score is None:
-      return self.classify(batch), None
-    return self.score(batch)
+  def classify(self, batch):
+    """images -> float32 [batch, len(labels)] probabilities."""
+    return self.run(batch)[0]
 
 
 def load_saved_model(path):
@@ -83,15 +79,14 @@ def load_saved_model(path):
     raise errors.ModelError(
         f'Cannot load the model in {path}: {first_line}') from e
 
-  def score(batch):
+  def run(batch):
     result = signature(images=tf.constant(batch))
     unknown = result.get(formats.UNKNOWN_SCORE)
     return (result[formats.PROBABILITIES].numpy(),
             None if unknown is None else unknown.numpy())
 
   return _checked(LoadedModel(list(meta['labels']), tuple(meta['image_size']),
-                              lambda batch: score(batch)[0],
-                              f'the SavedModel {path} (TensorFlow)', score),
+                              run, f'the SavedModel {path} (TensorFlow)'),
                   path)
 
 
@@ -163,10 +158,10 @@ def load_frozen_graph(graph_path, labels_path, *, input_layer='Placeholder',
     raise errors.ModelError(f'{graph_path}: input {input_layer} has shape '
                             f'{shape}, not [batch, height, width, 3].')
 
-  def classify(batch):
-    return fn(tf.constant(batch)).numpy()
+  def run(batch):  # retrain.py's contract has no "unknown" score.
+    return fn(tf.constant(batch)).numpy(), None
 
-  return _checked(LoadedModel(labels, (int(shape[1]), int(shape[2])), classify,
+  return _checked(LoadedModel(labels, (int(shape[1]), int(shape[2])), run,
                               f'the frozen graph {graph_path} (TensorFlow)'),
                   graph_path)
 
@@ -197,12 +192,12 @@ def _tflite_model(data, *, name, labels=None):
         'retrain.py); pass its labels file with --labels.')
   if labels is None:
     labels = formats.labels_from_bytes(attached[formats.LABELS_FILE])
-  def score(batch):
+  def run(batch):
     probabilities, extra = runner.run(batch)
     return probabilities, extra.get(formats.UNKNOWN_SCORE)
 
-  return _checked(LoadedModel(labels, runner.image_size, runner,
-                              f'{name} (LiteRT)', score), name)
+  return _checked(LoadedModel(labels, runner.image_size, run,
+                              f'{name} (LiteRT)'), name)
 
 
 def _read(path):

@@ -32,6 +32,7 @@ from bottleneck.train import calibration
 from bottleneck.train import open_set
 from bottleneck.train import recipes
 from bottleneck.run import release
+from bottleneck.run import report
 from bottleneck.run import splits as splits_lib
 from bottleneck.run import tuning
 from bottleneck.train import summaries
@@ -160,6 +161,7 @@ def _retrain(config, outputs, start):
   head, trust = _trust(head, data, len(labels))
   test_accuracy, truth, predicted = metrics.final_test(
       head, data['testing'], splits['testing'], labels, config)
+  mistakes = report.mistakes(head, data['testing'], splits['testing'], labels)
   lap('train_and_test')
   if run_dir:
     matrix = metrics.confusion_matrix(truth, predicted, len(labels))
@@ -179,13 +181,16 @@ def _retrain(config, outputs, start):
                          bottlenecks=dict(cached.counts,
                                           engine=cached.engine),
                          gate=gate_figures,
-                         decision=decision, **trust)
+                         decision=decision, curves=head.curves, **trust)
 
   if refusal:
     path = refused_metrics_path(config.saved_model_dir)
-    publish.write_file(path, formats.json_bytes(run_metrics(f'refused: '
-                                                           f'{refusal}')))
+    refused = run_metrics(f'refused: {refusal}')
+    publish.write_file(path, formats.json_bytes(refused))
+    report_path = report.refused_path(config.saved_model_dir)
+    publish.write_file(report_path, report.render(refused, mistakes=mistakes))
     _log_skipped(skipped)
+    logging.info('Report: %s', report_path)
     raise errors.QualityError(
         f'{refusal} The new model was not published; the model in '
         f'{config.saved_model_dir} (if any) is kept. Its metrics: {path}')
@@ -201,7 +206,8 @@ def _retrain(config, outputs, start):
           'test_accuracy': test_accuracy, 'split_sizes': sizes,
           'fingerprint': run_fingerprint,
           'exported': time.strftime('%Y-%m-%dT%H:%M:%S%z')},
-      metrics=published_metrics)
+      metrics=published_metrics,
+      report=functools.partial(report.render, mistakes=mistakes))
   logging.info('Exported the model to %s.', ', '.join(
       [config.saved_model_dir] + outputs))
   _log_skipped(skipped)
@@ -210,6 +216,8 @@ def _retrain(config, outputs, start):
                '%s.', time.monotonic() - start, len(labels),
                f'{sizes["training"]:,}', _percent(test_accuracy), len(skipped),
                config.saved_model_dir)
+  logging.info('Report: %s', os.path.join(config.saved_model_dir,
+                                          release.REPORT_FILE))
   return RunSummary(labels, sizes, test_accuracy, cached.reused,
                     cached.computed, skipped, exports=exports,
                     duplicates=cached.duplicates)

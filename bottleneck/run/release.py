@@ -6,9 +6,9 @@ The outputs, all written before any of them is published:
   --output_graph             frozen graph (retrain.py's contract; see `export`)
   --tflite_output_file       .tflite, float32 backbone + head (`export_tflite`)
   --tflite_int8_output_file  .tflite, int8 backbone + head
-  --saved_model_dir          the SavedModel, with metrics.json and
-                             classifier.tflite; published last, as it records
-                             the digests of the files beside it.
+  --saved_model_dir          the SavedModel, with metrics.json, report.html
+                             and classifier.tflite; published last, as it
+                             records the digests of the files beside it.
 
 classifier.tflite is the float32 .tflite classifier, written with every export
 (the same bytes as --tflite_output_file, converted once): label_image.py runs
@@ -49,6 +49,7 @@ from bottleneck import errors
 from bottleneck.features import tflite
 
 METRICS_FILE = 'metrics.json'
+REPORT_FILE = 'report.html'
 _FORM_NAMES = {'saved_model': 'SavedModel',
                'saved_model_tflite': formats.CLASSIFIER_FILE,
                'frozen_graph': 'frozen graph',
@@ -77,7 +78,7 @@ class Trained:
   int8_backbone: object
 
 
-def release(config, trained, *, test_photos, metadata, metrics):
+def release(config, trained, *, test_photos, metadata, metrics, report=None):
   """Writes, checks and publishes every output of a run.
 
   Args:
@@ -88,6 +89,8 @@ def release(config, trained, *, test_photos, metadata, metrics):
     metadata: dict of JSON values for the SavedModel's assets/bottleneck.json.
     metrics: function from the exports' figures (a dict, see the module
       docstring) to the dict written as metrics.json.
+    report: function from that dict to the bytes of report.html (see
+      `run.report`), or None for no report.
 
   Returns:
     {form: {'path', 'features', 'test_accuracy'}} for the forms measured, or
@@ -138,8 +141,12 @@ def release(config, trained, *, test_photos, metadata, metrics):
         forms = [f for f in forms if f[0] == 'saved_model_tflite']
       exports = (_measure(forms, test_photos, trained)
                  if test_photos and forms else {})
-      saved_model.publish_model(model_dir, config.saved_model_dir, extra_files={
-          METRICS_FILE: formats.json_bytes(metrics(exports))})
+      figures = metrics(exports)
+      extra_files = {METRICS_FILE: formats.json_bytes(figures)}
+      if report:
+        extra_files[REPORT_FILE] = report(figures)
+      saved_model.publish_model(model_dir, config.saved_model_dir,
+                                extra_files=extra_files)
     finally:
       shutil.rmtree(staging, ignore_errors=True)
   except BaseException:

@@ -99,13 +99,17 @@ def fine_tune(split, head, train, validation, *, seed):
     return tail.get_weights(), weights.numpy(), biases.numpy()
 
   rng = np.random.default_rng(seed)
+  curve = head_lib.new_curve(head_lib.EPOCH_COLUMNS)
+  loss, accuracy = evaluate()
+  head_lib.add_point(curve, epoch=0, validation_loss=loss,
+                     validation_accuracy=accuracy)
   epochs = MAX_EPOCHS if len(val_labels) else NO_VALIDATION_EPOCHS
   best, best_epoch, best_loss = None, 0, None
   logging.info('Fine-tuning the last %d block(s) of %s and the head: %s '
                'training photos and their mirror images, up to %d epochs; '
                'epoch 0 (the linear head): %s.', split.blocks,
                split.backbone.name, f'{len(labels):,}', epochs,
-               _validation_text(*evaluate()))
+               _validation_text(loss, accuracy))
   for epoch in range(1, epochs + 1):
     start = time.monotonic()
     order = rng.permutation(len(labels))
@@ -116,6 +120,8 @@ def fine_tune(split, head, train, validation, *, seed):
       records = np.where(mirrored[:, None], flipped[rows], photo[rows])
       losses.append(float(step(records, labels[rows].astype(np.int32))))
     loss, accuracy = evaluate()
+    head_lib.add_point(curve, epoch=epoch, train_loss=np.mean(losses),
+                       validation_loss=loss, validation_accuracy=accuracy)
     better = best is None or loss is None or loss < best_loss
     if better:
       best, best_epoch, best_loss = snapshot(), epoch, loss
@@ -127,7 +133,8 @@ def fine_tune(split, head, train, validation, *, seed):
       break
   tail.set_weights(best[0])
   logging.info('Fine-tuning keeps epoch %d.', best_epoch)
-  return tail, head_lib.Head(best[1], best[2])
+  return tail, head_lib.Head(best[1], best[2],
+                             curves=dict(head.curves, fine_tune=curve))
 
 
 def _validation_text(loss, accuracy):

@@ -26,10 +26,16 @@ class Head:
     biases: float32 [num_classes].
     unknown: the `open_set.OpenSet` score that exports compute beside the
       probabilities, or None.
+    curves: what training measured, for metrics.json and the report:
+      {'head': a curve of the evaluation steps (`CURVE_COLUMNS`), and with
+      --fine_tune_blocks 'fine_tune': one of the epochs (`EPOCH_COLUMNS`)};
+      a curve is {column: list of float or None}.
   """
   weights: np.ndarray
   biases: np.ndarray
   unknown: object = None
+  curves: dict = dataclasses.field(default_factory=dict, compare=False,
+                                   repr=False)
 
   def probabilities(self, vectors):
     """float32 [batch, feature_dim] -> float32 [batch, num_classes] softmax."""
@@ -40,6 +46,26 @@ class Head:
     logits = vectors @ self.weights + self.biases
     logits -= logits.max(axis=1, keepdims=True)
     return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+
+CURVE_COLUMNS = ('step', 'train_accuracy', 'train_loss', 'validation_accuracy',
+                 'validation_loss')
+EPOCH_COLUMNS = ('epoch', 'train_loss', 'validation_accuracy',
+                 'validation_loss')
+
+
+def new_curve(columns=CURVE_COLUMNS):
+  """An empty curve: {column: []}."""
+  return {column: [] for column in columns}
+
+
+def add_point(curve, **values):
+  """Appends one point to a curve; a column not given (or None) gets None."""
+  for column, points in curve.items():
+    value = values.get(column)
+    points.append(None if value is None else
+                  int(value) if column in ('step', 'epoch') else
+                  round(float(value), 5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +104,7 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   head = Head(_truncated_normal(np.random.default_rng([seed, 0]),
                                 [train_x.shape[1], num_classes], stddev=0.001),
               np.zeros([num_classes], np.float32))
+  head.curves['head'] = curve = new_curve()
   rate = np.float32(schedule.learning_rate)
   writers = (summaries.Writer(summaries_dir, ('train', 'validation'))
              if summaries_dir else None)
@@ -106,6 +133,9 @@ def train_head(train, validation, *, num_classes, schedule, seed,
       logging.info('Step %d: Validation accuracy = %.1f%% (N=%d)', i,
                    val_accuracy * 100, len(indices))
       scalars['validation'] = (val_accuracy, val_loss)
+    val_accuracy, val_loss = scalars.get('validation', (None, None))
+    add_point(curve, step=i, train_accuracy=train_accuracy, train_loss=loss,
+              validation_accuracy=val_accuracy, validation_loss=val_loss)
     if writers:
       for name, (accuracy, loss) in scalars.items():
         writers.scalars(name, i, accuracy=accuracy, cross_entropy=loss)

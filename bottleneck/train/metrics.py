@@ -20,7 +20,11 @@ quality gate refused, for programs that watch a nightly run:
                                "chosen_by": "measured on ..."}},
     "gate": {"compared_on": "validation", "photos": 196,
              "new_accuracy": 0.92, "in_place_accuracy": 0.91,
-             "in_place": "evaluated"}   (null without --promote_if_better)
+             "in_place": "evaluated"},  (null without --promote_if_better)
+    "curves": {"head": {"step": [0, 10, ...], "train_accuracy": [...],
+                        "train_loss": [...], "validation_accuracy": [...],
+                        "validation_loss": [...]},
+               "fine_tune": {"epoch": [0, 1, ...], ...}}  (`head.Head.curves`)
   }
 
 "bottlenecks" has the counts of the cache stage's log line: reused, computed
@@ -69,7 +73,7 @@ def per_class(matrix, labels):
 
 def build(*, labels, splits, truth, predicted, config, backbone, durations,
           skipped, bottlenecks, gate, decision, calibration=None,
-          unknown=None):
+          unknown=None, curves=None):
   """The metrics.json dict.
 
   Args:
@@ -88,6 +92,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
     calibration: `calibration.calibrate`'s figures, or None.
     unknown: the "unknown" score's threshold and rates (run/pipeline.py), or
       None when it was not fitted.
+    curves: the head's training curves (`head.Head.curves`), or None.
   """
   matrix = confusion_matrix(truth, predicted, len(labels))
   counts = {label: {name: 0 for name in splits} for label in labels}
@@ -119,6 +124,7 @@ def build(*, labels, splits, truth, predicted, config, backbone, durations,
       'gate': gate,
       'calibration': calibration,
       'unknown': unknown,
+      'curves': curves or {},
   }
 
 

@@ -37,10 +37,13 @@ standardized copies of the training and validation vectors (4 bytes each). READM
 head, has measured times and step counts.
 """
 
+import dataclasses
+
 from absl import logging
 import numpy as np
 
 from bottleneck import config
+from bottleneck.train import head as head_lib
 from bottleneck.train import lbfgs
 from bottleneck.train import scaling
 from bottleneck.train import summaries
@@ -95,11 +98,17 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   writers = (summaries.Writer(summaries_dir, ('train', 'validation'))
              if summaries_dir else None)
   step = 0  # Counts on across the fits, as TensorBoard's x axis.
+  curve = head_lib.new_curve()
 
   def report(i, theta, fit, last):
     nonlocal step
     if i % schedule.eval_step_interval == 0 or last:
-      _log(writers, step, fit, _evaluate(problem, theta, *held_out))
+      val = _evaluate(problem, theta, *held_out)
+      _log(writers, step, fit, val)
+      head_lib.add_point(curve, step=step, train_loss=fit[0],
+                         train_accuracy=fit[1],
+                         validation_accuracy=val and val[0],
+                         validation_loss=val and val[1])
     step += 1
 
   # The validation photos only choose the strength; they are never trained
@@ -113,7 +122,8 @@ def train_head(train, validation, *, num_classes, schedule, seed,
     if writers:
       writers.close()
   weights, biases = problem.unpack(theta)
-  return scaling.fold(weights, biases, stats)
+  return dataclasses.replace(scaling.fold(weights, biases, stats),
+                             curves={'head': curve})
 
 
 def _path(problem, strengths, validation, *, max_steps, report):
