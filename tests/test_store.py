@@ -1,4 +1,4 @@
-"""Tests of the crash-safe vector store: journal, HDF5 file, damage."""
+"""Tests of the crash-safe vector store: journal, segments, compaction, damage."""
 
 import dataclasses
 import errno
@@ -13,6 +13,7 @@ import pytest
 
 from bottleneck import errors
 from bottleneck.features import backbones
+from bottleneck.features import segments
 from bottleneck.features import store
 
 DIM = 3
@@ -33,13 +34,18 @@ def vectors(n, start=0):
       n, DIM)
 
 
-def open_store(tmp_path, backbone):
-  return store.VectorStore(str(tmp_path / 'v.h5'), backbone)
+def open_store(tmp_path, backbone, **kwargs):
+  return store.VectorStore(str(tmp_path / 'v.h5'), backbone, **kwargs)
+
+
+def segment_files(tmp_path):
+  return sorted(glob.glob(str(tmp_path / 'v.seg-*.h5')))
 
 
 def test_commit_and_read_any_rows_across_blocks(tmp_path, backbone,
                                                 monkeypatch):
   monkeypatch.setattr(store, '_BLOCK_ROWS', 4)
+  monkeypatch.setattr(segments, 'BLOCK_ROWS', 4)
   s = open_store(tmp_path, backbone)
   s.append(digests(6), vectors(6))
   s.commit()
@@ -120,11 +126,15 @@ def test_a_damaged_file_is_set_aside_and_rebuilt(tmp_path, backbone, caplog,
   s.append(digests(5), vectors(5))
   s.commit()
   s.close()
-  damage(str(tmp_path / 'v.h5'), how)
+  [path] = segment_files(tmp_path)
+  damage(path, how)
   s = open_store(tmp_path, backbone)
+  if how == 'flipped vector byte':  # Found when its vectors are read.
+    with pytest.raises(store.DamagedVectors, match='failed its checksums'):
+      s.read(digests(5))
   assert 'is damaged' in caplog.text
   assert len(s) == 0  # Nothing from the damaged file is served.
-  [aside] = glob.glob(str(tmp_path / 'v.h5.damaged-*'))
+  [aside] = glob.glob(path + '.damaged-*')
   assert os.path.getsize(aside) > 0
   s.append(digests(2), vectors(2))
   s.commit()
@@ -139,7 +149,7 @@ def test_another_backbones_file_is_set_aside(tmp_path, backbone):
   s.commit()
   s.close()
   assert len(open_store(tmp_path, backbone)) == 0
-  assert glob.glob(str(tmp_path / 'v.h5.damaged-*'))
+  assert glob.glob(str(tmp_path / 'v.seg-1.h5.damaged-*'))
 
 
 # What h5py 3.x raises when a system call fails: the errno is in the message
@@ -187,7 +197,7 @@ def test_a_file_the_machine_cannot_read_is_left_in_place(
   s.append(digests(5), vectors(5))
   s.commit()
   s.close()
-  path = str(tmp_path / 'v.h5')
+  [path] = segment_files(tmp_path)
   before = open(path, 'rb').read()
   with monkeypatch.context() as patch:
     if inject is fail_opening:
@@ -195,10 +205,10 @@ def test_a_file_the_machine_cannot_read_is_left_in_place(
     else:
       fail_reading(patch, error)
     with pytest.raises(errors.UsageError,
-                       match=f'Cannot read the bottleneck cache .*v.h5: .*'
-                       f'errno {code}.*left as it is'):
+                       match=f'Cannot read the bottleneck cache .*v.seg-1.h5: '
+                       f'.*errno {code}.*left as it is'):
       open_store(tmp_path, backbone)
-  assert os.listdir(tmp_path) == ['v.h5']
+  assert os.listdir(tmp_path) == ['v.seg-1.h5']
   assert open(path, 'rb').read() == before
   np.testing.assert_array_equal(open_store(tmp_path, backbone).read(
       digests(5)), vectors(5))
@@ -260,8 +270,10 @@ def test_retrain_sets_a_damaged_cache_aside_and_rebuilds_it(
 
 def test_leftover_temporary_files_are_removed(tmp_path, backbone):
   (tmp_path / 'v.h5.tmp123').write_bytes(b'half written')
+  (tmp_path / 'v.seg-7.h5.tmp45').write_bytes(b'half written')
+  (tmp_path / 'w.seg-7.h5.tmp45').write_bytes(b'another store\'s')
   open_store(tmp_path, backbone).close()
-  assert not (tmp_path / 'v.h5.tmp123').exists()
+  assert os.listdir(tmp_path) == ['w.seg-7.h5.tmp45']
 
 
 if __name__ == '__main__':
