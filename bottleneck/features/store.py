@@ -68,19 +68,19 @@ class VectorStore:
     bytes_written: bytes this object wrote (journal and segments).
   """
 
-  def __init__(self, path, backbone, *,
-               merge_factor=config.STORE_MERGE_FACTOR):
+  def __init__(self, path, backbone, *, merge_factor=None):
     """Opens (or creates) the store, recovering what a killed run left.
 
     Args:
       path: segment 0, '<stem>.h5'; the journal is '<stem>.journal'.
       backbone: the `backbones.Backbone` whose vectors it holds.
-      merge_factor: F, segments of a level that are merged (>= 2).
+      merge_factor: F, segments of a level that are merged (>= 2); None for
+        `config.STORE_MERGE_FACTOR`.
     """
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     self.path = path
     self.bytes_written = 0
-    self._merge_factor = merge_factor
+    self._merge_factor = merge_factor or config.STORE_MERGE_FACTOR
     self._journal_path = os.path.splitext(path)[0] + '.journal'
     self._backbone = backbone
     self._dim = backbone.feature_dim
