@@ -153,6 +153,12 @@ flags.DEFINE_bool(
     'Quality gate: publish only if the new model does at least as well as the '
     'model in place on this run\'s validation photos (exit code 5 otherwise).')
 
+flags.DEFINE_float(
+    'vector_memory_mb', _D['vector_memory_mb'],
+    'Above this many MiB of float32 bottleneck vectors, the head is trained '
+    'and tested on vectors read from --bottleneck_dir a block at a time '
+    '(slower: each training step reads them all) instead of held in memory.')
+
 FLAGS = flags.FLAGS
 
 

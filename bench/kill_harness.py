@@ -14,15 +14,21 @@ calibration run. After each kill it checks:
              labels a photo; the labels file and frozen graph load and agree;
   recovery:  retrain.py run again, unkilled, exits 0 and caches every photo.
 
-Every fifth trial also damages the HDF5 cache before the recovery run (cut in
-half, or one random byte flipped), which must be detected, set aside and
+Every fifth trial also damages a segment of the cache before the recovery run
+(cut in half, or one random byte flipped), which must be detected, set aside and
 rebuilt, unless the flipped byte lies where the file keeps nothing it reads
 (the file then reads back exactly as before).
 
 `run_trials(plan=...)` chooses each trial's kind instead, as 'KILL' or
 'KILL+DAMAGE': KILL is a stage (killed at a random moment of it) or 'journal'
 (killed as soon as its journal holds two vectors: mid cache stage, with
-vectors written and not yet folded into the HDF5 file); DAMAGE is 'cut',
+vectors written and not yet folded into a segment) or 'compaction' (killed
+at a random moment of a merge of segments: while it writes, or after its
+rename and before its inputs are removed; the trial adds as many photos as
+the smallest segment holds, so that a merge certainly happens). Every run
+merges as soon as two segments share a level (MERGE_FACTOR), and its merges
+are slowed by COMPACTION_SECONDS so that a kill can land in them. DAMAGE
+(to the largest segment file) is 'cut',
 'flip', 'flip_chunk' (a byte inside a chunk of vectors, which the file's
 Fletcher-32 sums must catch) or, after a journal kill, 'tear' (the journal cut
 inside its last record, as a kill inside write() leaves it: the recovery must
@@ -57,6 +63,7 @@ from bottleneck.features import cache
 from bottleneck.data import decode
 from bottleneck.data import images
 from bottleneck import predict
+from bottleneck.features import segments
 from bottleneck.features import store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +74,38 @@ CLASSES = ('red', 'green', 'blue')
 SIZE = 96
 # Journal records the store must hold before a 'journal' trial kills the run.
 JOURNAL_RECORDS = 2
+# Every run merges segments as soon as two share a level, so that compactions
+# are frequent; a compaction is slowed down (by its blocks and the moment
+# after its rename, before its inputs are removed) for a 'compaction' trial
+# to kill it at a random moment of it. The child is retrain.py, run by this.
+MERGE_FACTOR = 2
+COMPACTION_MARKER = 'HARNESS: merging'
+COMPACTION_SECONDS = 0.3
+_CHILD = f"""
+import sys, time
+from bottleneck import config
+from bottleneck.features import segments
+config.STORE_MERGE_FACTOR = {MERGE_FACTOR}
+real_write = segments.write
+
+def slow_write(path, backbone, digests, blocks, merged=()):
+  if not merged:
+    return real_write(path, backbone, digests, blocks)
+  print({COMPACTION_MARKER!r}, file=sys.stderr, flush=True)
+  def slow():
+    for block in blocks:
+      yield block
+    time.sleep({COMPACTION_SECONDS / 2})
+  written = real_write(path, backbone, digests, slow(), merged)
+  time.sleep({COMPACTION_SECONDS / 2})  # Renamed; its inputs not removed yet.
+  return written
+segments.write = slow_write
+sys.argv[0] = 'retrain.py'
+import retrain
+from absl import app
+from bottleneck.run import cli
+app.run(retrain.main, flags_parser=cli.parse_flags)
+"""
 
 
 def make_backbone(path):
@@ -133,7 +172,7 @@ class Harness:
     self.journal_record = 4 + 32 + 4 * self.backbone.feature_dim + 4
 
   def start(self):
-    return subprocess.Popen([sys.executable, 'retrain.py', *self.flags],
+    return subprocess.Popen([sys.executable, '-c', _CHILD, *self.flags],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             errors='replace', stdout=subprocess.DEVNULL)
 
@@ -159,8 +198,9 @@ class Harness:
     """
     proc = self.start()
     timer = None
+    marker = COMPACTION_MARKER if stage == 'compaction' else STAGES[stage]
     for line in proc.stderr:
-      if timer is None and STAGES[stage] in line:
+      if timer is None and marker in line:
         timer = threading.Timer(delay, proc.send_signal, [signal.SIGKILL])
         timer.start()
     code = proc.wait()
@@ -257,8 +297,26 @@ class Harness:
       problems.append(f'published model lost or unreadable: {e}')
     return problems
 
+  def segment_rows(self):
+    """{path: rows} of the store's segments."""
+    found = {}
+    for path in segments.segment_paths(
+        cache.cache_path(self.cache_dir, self.backbone)).values():
+      try:
+        with h5py.File(path, 'r') as f:
+          found[path] = len(f['digests'])
+      except OSError:
+        pass
+    return found
+
+  def photos_for_a_merge(self):
+    """New photos whose segment certainly merges with one in place: as many
+    as the smallest segment holds (the same level); 0 if there is none."""
+    rows = self.segment_rows()
+    return min(rows.values()) if rows else 0
+
   def damage_cache(self, how):
-    """Damages the HDF5 file.
+    """Damages the largest segment file.
 
     Args:
       how: 'cut' (in half), 'flip' (one random byte) or 'flip_chunk' (one
@@ -268,9 +326,10 @@ class Harness:
       The undamaged file's contents {name: array or attribute}, or None if
       there is no file to damage.
     """
-    path = cache.cache_path(self.cache_dir, self.backbone)
-    if not os.path.exists(path):
+    rows = self.segment_rows()
+    if not rows:
       return None
+    path = self.damaged = max(rows, key=rows.get)
     before = _h5_contents(path)
     if how == 'cut':
       with open(path, 'r+b') as f:
@@ -293,7 +352,7 @@ class Harness:
 
   def recover(self):
     """Runs retrain.py unkilled; returns (exit code, stderr)."""
-    proc = subprocess.run([sys.executable, 'retrain.py', *self.flags], cwd=ROOT,
+    proc = subprocess.run([sys.executable, '-c', _CHILD, *self.flags], cwd=ROOT,
                           capture_output=True, text=True, errors='replace')
     return proc.returncode, proc.stderr
 
@@ -350,10 +409,14 @@ def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print,
       f'{stage} {seconds:.1f}' for stage, seconds in durations.items()))
   counts = dict(trials=0, killed=0, corrupted_caches=0, lost_models=0,
                 failed_recoveries=0, damage_detected=0, damage_harmless=0,
-                damaged=0, journal_kills=0)
+                damaged=0, journal_kills=0, compaction_kills=0)
   for trial, kind in enumerate(plan):
     stage, _, damage = kind.partition('+')
-    add_photos(harness.photos, photos_per_trial, harness.rng)
+    harness.damaged = None
+    new = photos_per_trial
+    if stage == 'compaction':
+      new = harness.photos_for_a_merge() or photos_per_trial
+    add_photos(harness.photos, new, harness.rng)
     problems = []
     if stage == 'journal':
       delay = 0
@@ -364,6 +427,12 @@ def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print,
       else:
         problems.append('the run ended before its journal held '
                         f'{JOURNAL_RECORDS} vectors')
+    elif stage == 'compaction':
+      delay = harness.random.uniform(0, COMPACTION_SECONDS)
+      killed = harness.killed_run(stage, delay)
+      counts['compaction_kills'] += killed
+      if not killed:
+        problems.append('the run ended before it was killed in a compaction')
     else:
       delay = harness.random.uniform(0, durations[stage])
       killed = harness.killed_run(stage, delay)
@@ -380,7 +449,7 @@ def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print,
     elif damage:
       problems.append(f'cannot {damage} after this run')
     damaged = before is not None or kept is not None
-    path = cache.cache_path(harness.cache_dir, harness.backbone)
+    path = getattr(harness, 'damaged', None)
     read_back = _h5_contents(path) if before is not None else None
     unreadable = before is not None and read_back is None
     unchanged = before is not None and read_back == before
@@ -390,11 +459,11 @@ def run_trials(trials, work_dir, *, seed=0, photos_per_trial=150, log=print,
       if kept is not None:
         # Caught if the records before the cut were kept and only the rest
         # of this trial's photos computed again.
-        if _computed(stderr) == photos_per_trial - kept:
+        if _computed(stderr) == new - kept:
           counts['damage_detected'] += 1
         else:
           problems.append(f'the journal kept {kept} of this trial\'s '
-                          f'{photos_per_trial} vectors, but the recovery '
+                          f'{new} vectors, but the recovery '
                           f'computed {_computed(stderr)}')
       elif 'is damaged' in stderr and (unreadable or damage == 'flip'):
         counts['damage_detected'] += 1

@@ -61,6 +61,17 @@ UNKNOWN_PERCENTILE = 95.0
 DEFAULT_UNKNOWN_THRESHOLD = 1.0
 # Calibration (train/calibration.py): bins of the expected calibration error.
 ECE_BINS = 15
+# The bottleneck store's compaction (features/store.py): when this many
+# segments share a size level (floor(log_4(rows))), they are merged into one.
+# 4 bounds the segments a run opens to 3 a level (about 27 for a million
+# vectors added 1% at a time) while each vector is rewritten once a level.
+STORE_MERGE_FACTOR = 4
+# Above this many MiB of float32 vectors, the head is trained and evaluated
+# on vectors streamed from the store in blocks (features/segments.py,
+# StoredVectors) instead of held in memory: a full pass then reads them from
+# disk (or the page cache) at each L-BFGS step. 1,024 MiB holds 120,000
+# vectors of MobileNetV2's `auto` layers (2,176 features).
+DEFAULT_VECTOR_MEMORY_MB = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +124,8 @@ class RetrainConfig:
   # model in place on the same validation photos (see run/gate.py).
   min_test_accuracy: float = 0.0
   promote_if_better: bool = False
+  # Above this many MiB of vectors the head streams them from the cache.
+  vector_memory_mb: float = DEFAULT_VECTOR_MEMORY_MB
 
   def __post_init__(self):
     problems = []
@@ -135,6 +148,9 @@ class RetrainConfig:
     if self.cache_batch_size < 0:
       problems.append(f'--cache_batch_size is {self.cache_batch_size}; it must '
                       'be >= 1, or 0 to measure the fastest on this machine.')
+    if not self.vector_memory_mb > 0:
+      problems.append(f'--vector_memory_mb is {self.vector_memory_mb}; it must '
+                      'be > 0.')
     if self.backbone_runtime not in RUNTIMES:
       problems.append(f'--backbone_runtime is {self.backbone_runtime!r}; it '
                       f'must be one of {", ".join(RUNTIMES)}.')

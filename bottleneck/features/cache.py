@@ -4,9 +4,10 @@ A vector is keyed by the SHA-256 of the photo's bytes, in a file of its own for
 each backbone identity, so an edited photo is recomputed, a renamed or moved one
 is reused, and two backbones never mix:
 
-  <bottleneck_dir>/<backbone slug>-<identity[:16]>.h5       (and .journal)
+  <bottleneck_dir>/<backbone slug>-<identity[:16]>.seg-<n>.h5  (and .journal)
 
-See `store` for the files' layout and why a killed run cannot damage them.
+See `store` for the files' layout, why a killed run cannot damage them, and
+why a run that adds k photos writes O(k) bytes whatever the cache holds.
 Vectors of photos that have been deleted stay in the file (4 bytes a feature:
 5 KB for MobileNetV2's last layer, 8.7 KB for its `auto` layers) and are
 simply not read.
@@ -22,6 +23,7 @@ import time
 from absl import logging
 import numpy as np
 
+from bottleneck import config
 from bottleneck.data import decode
 from bottleneck import errors
 from bottleneck import progress
@@ -39,7 +41,10 @@ class CacheResult:
 
   Attributes:
     photos: the photos that have a vector, in input order.
-    vectors: float32 [len(photos), feature_dim], row i for photos[i].
+    vectors: float32 [len(photos), feature_dim], row i for photos[i]: a
+      numpy array, or above the memory budget a lazy
+      `segments.StoredVectors` (index it with arrays; `np.asarray` reads it
+      whole; its `blocks()` a block at a time).
     skipped: list of (path, reason) for photos that could not be decoded.
     reused: distinct contents whose vector was already cached.
     computed: distinct contents whose vector this run computed.
@@ -106,6 +111,9 @@ class Engine:
 # and a killed run recomputes at most these.
 JOURNAL_VECTORS = 32
 JOURNAL_SECONDS = 1.0
+# Passes of the cache stage: each one after the first follows a segment found
+# damaged, so more than a few means a failing disk.
+_ATTEMPTS = 4
 
 
 def cache_path(bottleneck_dir, backbone):
@@ -120,13 +128,15 @@ def sibling_path(bottleneck_dir, backbone, suffix):
 
 
 def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
-                      engine=None, what='Bottlenecks'):
+                      engine=None, what='Bottlenecks',
+                      memory_mb=config.DEFAULT_VECTOR_MEMORY_MB):
   """Makes sure every photo's vector is cached, and returns them all.
 
   Each distinct photo (by digest) that is not cached yet is decoded in a thread
   pool, while the backbone runs on the previous batch, and its vector appended
   to the store's journal (JOURNAL_VECTORS at a time); the journal is folded
-  into the HDF5 file at the end (see `store`).
+  into a new segment at the end (see `store`). A segment found damaged when
+  its vectors are read is set aside, and its photos computed again.
 
   Args:
     photos: list of `images.Photo` with digests set.
@@ -138,6 +148,9 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
       `Engine` that computes them, called only if there are such photos (so
       a run with nothing new never converts or measures anything).
     what: what the vectors are, for the log ('Bottlenecks').
+    memory_mb: above this many MiB of float32 vectors, `CacheResult.vectors`
+      is a lazy `segments.StoredVectors` read from the store in blocks (its
+      checksums checked once here), not an array.
 
   Returns:
     A `CacheResult`.
@@ -145,24 +158,42 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
   if engine is None and batch_size < 1:
     raise ValueError(f'batch_size is {batch_size}; pass one >= 1 or an engine')
   vectors = store.VectorStore(cache_path(bottleneck_dir, backbone), backbone)
+  distinct = {p.digest for p in photos}
+  failed, computed, chosen = {}, 0, None
   try:
-    distinct = {p.digest for p in photos}
-    todo = list({p.digest: p for p in reversed(photos)
-                 if p.digest not in vectors}.values())[::-1]
-    chosen = None
-    if todo:
-      chosen = (engine([p.path for p in todo]) if engine else
-                Engine('tensorflow', backbone.features, batch_size))
-    failed = _compute(todo, backbone, vectors, chosen, what)
-    vectors.commit()
-    ok = [p for p in photos if p.digest not in failed]
-    skipped = [(p.path, failed[p.digest]) for p in photos if p.digest in failed]
-    found = vectors.read([p.digest for p in ok])
+    for _ in range(_ATTEMPTS):
+      missing = set(vectors.missing(sorted(distinct - set(failed))))
+      todo = list({p.digest: p for p in reversed(photos)
+                   if p.digest in missing}.values())[::-1]
+      if todo and chosen is None:
+        chosen = (engine([p.path for p in todo]) if engine else
+                  Engine('tensorflow', backbone.features, batch_size))
+      failed_now = _compute(todo, backbone, vectors, chosen, what)
+      failed.update(failed_now)
+      computed += len(todo) - len(failed_now)
+      vectors.commit()
+      ok = [p for p in photos if p.digest not in failed]
+      if vectors.missing([p.digest for p in ok]):
+        continue  # A compaction found a segment damaged.
+      try:
+        wanted = [p.digest for p in ok]
+        if len(wanted) * backbone.feature_dim * 4 > memory_mb * 2**20:
+          found = vectors.vectors(wanted, check=True)
+        else:
+          found = vectors.read(wanted)
+        break
+      except store.DamagedVectors:
+        continue  # Set aside: its photos are computed again.
+    else:
+      raise errors.DataError(
+          f'The bottleneck cache in {bottleneck_dir} was found damaged '
+          f'{_ATTEMPTS} times in a row; check its disk.')
   finally:
     vectors.close()
-  result = CacheResult(ok, found, skipped, reused=len(distinct) - len(todo),
-                       computed=len(todo) - len(failed),
-                       undecodable=len(failed),
+  skipped = [(p.path, failed[p.digest]) for p in photos if p.digest in failed]
+  result = CacheResult(ok, found, skipped,
+                       reused=len(distinct) - computed - len(failed),
+                       computed=computed, undecodable=len(failed),
                        duplicates=len(photos) - len(distinct),
                        engine=chosen and chosen.summary())
   logging.info('%s: %s photos (%s distinct): reused %s, computed %s, could not '

@@ -1,28 +1,36 @@
-"""A crash-safe store of one backbone's bottleneck vectors: HDF5 plus a journal.
+"""A crash-safe store of one backbone's vectors: immutable segments + a journal.
 
 HDF5 is not crash-safe when a file is written in place: a process killed
-while h5py updates its B-trees can leave a file that no longer opens. So the
-HDF5 file is never written in place. Two files per backbone identity:
+while h5py updates its B-trees can leave a file that no longer opens. So no
+HDF5 file is ever written in place, and a run that adds k photos to a cache
+of N writes O(k) bytes, not O(N):
 
-  <stem>.h5       the vectors of earlier runs; replaced only whole, by
-                  writing a new file beside it, fsync, and rename.
-      attrs:      format, backbone, identity, image_size, feature_dim,
-                  preprocessing
-      digests:    |S64 [n]             hex SHA-256 of each photo's bytes
-      vectors:    [n, dim] of the backbone's vector_dtype (float32, or
-                  float16 for records): row i is the vector of digests[i]
-                  (both chunked with Fletcher-32 checksums: a flipped byte
-                  fails the read instead of serving a wrong vector)
-  <stem>.journal  vectors computed since: an append-only file of records
-                  [b'BNV1', 32-byte digest, float32[dim], CRC-32], written and
-                  fsynced a group at a time (`cache.JOURNAL_VECTORS`).
+  <stem>.journal      vectors computed since the last commit: an append-only
+                      file of records [b'BNV1', 32-byte digest, vector,
+                      CRC-32], written and fsynced a group at a time
+                      (`cache.JOURNAL_VECTORS`).
+  <stem>.seg-<n>.h5   immutable segments (see `segments`): `commit` folds the
+                      journal's new vectors into one new segment, written
+                      beside its name, fsynced and renamed.
+  <stem>.h5           the single file of caches made before segments: read
+                      as segment 0, so they keep working.
+
+Compaction (LSM stores' and Lucene's size-tiered merging): a segment's level
+is floor(log_F(rows)) for F = `config.STORE_MERGE_FACTOR`; when F segments
+share a level, they are merged into one new segment of the next level. A
+vector is rewritten once per level, O(log N) times in all, and at most F - 1
+segments share a level. The merged segment records the numbers of those it
+replaces (`merged`); they are removed after its rename, and a run killed in
+between leaves them to the next run, which removes them on opening.
 
 A run killed at any moment loses at most the vectors computed since the
-journal's last write (a group of `cache.JOURNAL_VECTORS`): the journal's torn
-last record fails its length or CRC check and is dropped, and
-the next run folds the good records into a new HDF5 file. A damaged HDF5 file
-(truncated, flipped bytes, another backbone's) is renamed to
-`<stem>.h5.damaged-<time>` with a warning and rebuilt from scratch.
+journal's last write: the journal's torn last record fails its length or CRC
+check and is dropped, and the next run folds the good records into a new
+segment. Opening checks each segment's metadata and digests; its vectors'
+Fletcher-32 sums are checked as they are read, so a run reads only the
+vectors it uses. A damaged segment (truncated, flipped bytes, another
+backbone's) is renamed to `<its name>.damaged-<time>` with a warning, and only
+its vectors are computed again (`cache` asks for them).
 
 A file the machine cannot read (permissions, an I/O error) is not damaged: it
 is left where it is, and the run ends with `errors.UsageError` (exit code 2, as
@@ -30,41 +38,49 @@ for any path that cannot be read), naming the file and what to do (see
 `disk_errors`).
 """
 
+import math
 import os
 import time
 import zlib
 
-import h5py
 from absl import logging
 import numpy as np
 
+from bottleneck import config
 from bottleneck import publish
 from bottleneck.features import disk_errors
+from bottleneck.features import segments
 
-
-FORMAT_VERSION = 2
 _MAGIC = b'BNV1'
 _HEADER_MAGIC = b'BNJ1'
-_BLOCK_ROWS = 4096  # Rows read or copied at a time: memory stays bounded.
-_CHUNK_ROWS = 64
+_BLOCK_ROWS = segments.BLOCK_ROWS
+DamagedVectors = segments.DamagedVectors
 
 
 class VectorStore:
   """One backbone's vectors; see the module docstring.
 
-  Usage: open, `append` batches, `commit` (folds the journal into the HDF5
-  file), then `read`. The caller must hold the bottleneck folder's lock.
+  Usage: open, `append` batches, `commit` (folds the journal into a new
+  segment, then compacts), then `read` or `vectors`. The caller must hold the
+  bottleneck folder's lock.
+
+  Attributes:
+    bytes_written: bytes this object wrote (journal and segments).
   """
 
-  def __init__(self, path, backbone):
+  def __init__(self, path, backbone, *, merge_factor=None):
     """Opens (or creates) the store, recovering what a killed run left.
 
     Args:
-      path: the HDF5 file, '<stem>.h5'; the journal is '<stem>.journal'.
+      path: segment 0, '<stem>.h5'; the journal is '<stem>.journal'.
       backbone: the `backbones.Backbone` whose vectors it holds.
+      merge_factor: F, segments of a level that are merged (>= 2); None for
+        `config.STORE_MERGE_FACTOR`.
     """
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     self.path = path
+    self.bytes_written = 0
+    self._merge_factor = merge_factor or config.STORE_MERGE_FACTOR
     self._journal_path = os.path.splitext(path)[0] + '.journal'
     self._backbone = backbone
     self._dim = backbone.feature_dim
@@ -72,21 +88,33 @@ class VectorStore:
     self._record = np.dtype([('magic', 'S4'), ('digest', 'u1', (32,)), (
         'vector', self._dtype, (self._dim,)), ('crc', '<u4')])
     self._header = _HEADER_MAGIC + backbone.identity.encode('ascii')
-    for name in os.listdir(os.path.dirname(self.path) or '.'):
-      if name.startswith(os.path.basename(self.path) + '.tmp'):
-        os.remove(os.path.join(os.path.dirname(self.path), name))
-    self._digests = self._load_h5()
-    self._rows = {d: i for i, d in enumerate(self._digests)}
+    folder = os.path.dirname(self.path) or '.'
+    for name in os.listdir(folder):
+      if segments.is_leftover(self.path, name):
+        os.remove(os.path.join(folder, name))
+    self._segments = self._load_segments()
+    self._reindex()
     self._journal = None
     self._pending = set()
     if os.path.exists(self._journal_path):
       self.commit()  # Folds in what a killed run computed.
 
   def __contains__(self, digest):
-    return digest in self._rows or digest in self._pending
+    return digest in self._pending or bool(self._find([digest])[0][0])
 
   def __len__(self):
-    return len(self._rows) + len(self._pending)
+    return len(self._keys) + len(self._pending)
+
+  def missing(self, digests):
+    """The digests of the list that the store does not hold, in order."""
+    found, _ = self._find(digests)
+    return [d for d, f in zip(digests, found)
+            if not f and d not in self._pending]
+
+  @property
+  def segment_rows(self):
+    """{segment number: rows} of the live segments."""
+    return {n: len(s.digests) for n, s in self._segments.items()}
 
   def append(self, digests, vectors):
     """Durably stores [len(digests), dim] vectors (journal + fsync)."""
@@ -94,6 +122,7 @@ class VectorStore:
       self._journal = open(self._journal_path, 'ab')  # pylint: disable=consider-using-with
       if self._journal.tell() == 0:
         self._journal.write(self._header)
+        self.bytes_written += len(self._header)
     records = np.zeros(len(digests), self._record)
     records['magic'] = _MAGIC
     records['digest'] = np.frombuffer(
@@ -103,72 +132,170 @@ class VectorStore:
     self._journal.write(records.tobytes())
     self._journal.flush()
     os.fsync(self._journal.fileno())
+    self.bytes_written += records.nbytes
     self._pending.update(digests)
 
   def commit(self):
-    """Folds the journal into a new HDF5 file that replaces the old one."""
-    if self._journal is not None:
-      self._journal.close()
-      self._journal = None
+    """Folds the journal into a new segment, then compacts (module doc)."""
+    self.close()
     fresh = self._journal_records()
     if fresh:
-      with disk_errors.machine_errors(self.path, 'write'):
-        self._rewrite(fresh)
+      digests = np.frombuffer(
+          bytes.fromhex(''.join(d for _, _, d in fresh)), 'S32')
+      number = self._next_number()
+      path = segments.new_path(self.path, number)
+      with disk_errors.machine_errors(path, 'write'):
+        self.bytes_written += segments.write(path, self._backbone, digests,
+                                             self._fresh_blocks(fresh))
+      self._segments[number] = segments.Segment(number, path, digests, ())
+      self._reindex()
     if os.path.exists(self._journal_path):
       os.remove(self._journal_path)
     self._pending.clear()
+    self._compact()
 
   def read(self, digests):
     """[len(digests), dim] vectors of committed digests, as vector_dtype.
 
-    Read in blocks of _BLOCK_ROWS rows: memory holds the result and one block.
+    Read in blocks of _BLOCK_ROWS rows, in the files' order: memory holds the
+    result and one block.
+
+    Raises:
+      DamagedVectors: a segment failed its checksums; it has been set aside,
+        and its digests are no longer in the store.
     """
-    rows = np.array([self._rows[d] for d in digests], np.int64)
-    result = np.empty([len(rows), self._dim], self._dtype)
-    if not len(rows):
-      return result
-    order = np.argsort(rows, kind='stable')
-    sorted_rows = rows[order]
-    with disk_errors.machine_errors(self.path, 'read'), h5py.File(
-        self.path, 'r') as f:
-      vectors = f['vectors']
-      for start in range(0, vectors.shape[0], _BLOCK_ROWS):
-        lo, hi = np.searchsorted(sorted_rows, [start, start + _BLOCK_ROWS])
-        if hi > lo:
-          block = vectors[start:start + _BLOCK_ROWS]
-          result[order[lo:hi]] = block[sorted_rows[lo:hi] - start]
+    lazy = self.vectors(digests)
+    result = np.empty(lazy.shape, self._dtype)
+    for positions, block in self._blocks(lazy):
+      result[positions] = block
     return result
+
+  def vectors(self, digests, *, check=False):
+    """A lazy float32 [len(digests), dim] `segments.StoredVectors`.
+
+    Args:
+      digests: committed digests.
+      check: read it through once, so that a damaged segment is found (and
+        set aside: `DamagedVectors`) now rather than by whoever reads it.
+    """
+    found, at = self._find(digests)
+    if not found.all():
+      raise KeyError(f'{np.sum(~found)} digests are not in the store')
+    lazy = segments.StoredVectors(self._paths, self._seg[at], self._row[at],
+                                  self._dtype, self._dim)
+    if check:
+      for _ in self._blocks(lazy):
+        pass
+    return lazy
 
   def close(self):
     if self._journal is not None:
       self._journal.close()
       self._journal = None
 
-  def _load_h5(self):
-    """Digests of the HDF5 file, checked end to end; [] if none or damaged."""
-    if not os.path.exists(self.path):
-      return []
+  def _blocks(self, lazy):
+    """lazy.blocks(), setting a damaged segment aside before raising."""
     try:
-      with h5py.File(self.path, 'r') as f:
-        if f.attrs.get('identity') != self._backbone.identity:
-          raise ValueError(f'it holds vectors of another backbone '
-                           f'({f.attrs.get("backbone")})')
-        digests = [d.decode('ascii') for d in f['digests'][:]]
-        vectors = f['vectors']
-        if vectors.shape != (len(digests), self._dim):
-          raise ValueError(f'{vectors.shape[0]} vectors of {vectors.shape[1]} '
-                           f'for {len(digests)} digests of {self._dim}')
-        for start in range(0, len(digests), _BLOCK_ROWS):
-          vectors[start:start + _BLOCK_ROWS]  # Checks the Fletcher-32 sums.
-        return digests
-    except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
-      if disk_errors.errno_of(e):  # The machine's error: keep the file.
-        raise disk_errors.cannot_use(self.path, 'read', e) from e
-      damaged = f'{self.path}.damaged-{time.strftime("%Y%m%d-%H%M%S")}'
-      os.replace(self.path, damaged)
-      logging.warning('The bottleneck cache %s is damaged (%s); moved it to %s '
-                      'and computing its vectors again.', self.path, e, damaged)
-      return []
+      yield from lazy.blocks()
+    except DamagedVectors as e:
+      number = next(n for n, s in self._segments.items() if s.path == e.path)
+      self._set_aside(self._segments.pop(number).path, e)
+      self._reindex()
+      raise
+
+  def _load_segments(self):
+    """{number: `segments.Segment`} of the good segments."""
+    live = {}
+    for number, path in segments.segment_paths(self.path).items():
+      try:
+        live[number] = segments.check(number, path, self._backbone)
+      except (OSError, ValueError, KeyError, UnicodeDecodeError) as e:
+        if disk_errors.errno_of(e):  # The machine's error: keep the file.
+          raise disk_errors.cannot_use(path, 'read', e) from e
+        self._set_aside(path, e)
+    replaced = {n for s in live.values() for n in s.merged} & set(live)
+    for number in sorted(replaced):  # A compaction killed before removing.
+      os.remove(live.pop(number).path)
+    if replaced:
+      publish.fsync_dir(os.path.dirname(self.path))
+    return live
+
+  def _set_aside(self, path, error):
+    damaged = f'{path}.damaged-{time.strftime("%Y%m%d-%H%M%S")}'
+    os.replace(path, damaged)
+    logging.warning('The bottleneck cache %s is damaged (%s); moved it to %s '
+                    'and computing its vectors again.', path, error, damaged)
+
+  def _reindex(self):
+    """The sorted index digest -> (segment, row) over the live segments."""
+    live = list(self._segments.values())
+    self._paths = [s.path for s in live]
+    keys = np.concatenate([np.zeros(0, 'S32')] + [s.digests for s in live])
+    seg = np.repeat(np.arange(len(live), dtype=np.int32),
+                    [len(s.digests) for s in live])
+    row = np.concatenate([np.zeros(0, np.int64)] + [
+        np.arange(len(s.digests)) for s in live])
+    order = np.argsort(keys, kind='stable')  # The lowest number first.
+    keys = keys[order]
+    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else order == 0
+    self._keys, self._seg, self._row = (
+        keys[first], seg[order][first], row[order][first])
+
+  def _find(self, digests):
+    """(found bool [n], index positions int [n]) of hex digests."""
+    keys = np.frombuffer(bytes.fromhex(''.join(digests)), 'S32') if len(
+        digests) else np.zeros(0, 'S32')
+    at = np.searchsorted(self._keys, keys)
+    inside = at < len(self._keys)
+    found = np.zeros(len(keys), bool)
+    found[inside] = self._keys[at[inside]] == keys[inside]
+    return found, np.where(found, at, 0)
+
+  def _next_number(self):
+    used = [0] + list(self._segments) + [
+        n for s in self._segments.values() for n in s.merged]
+    return max(used) + 1
+
+  def _compact(self):
+    """Merges F segments of a level until no level holds F (module doc)."""
+    while True:
+      levels = {}
+      for number, rows in self.segment_rows.items():
+        level = int(math.log(max(rows, 1), self._merge_factor))
+        levels.setdefault(level, []).append(number)
+      full = [group for _, group in sorted(levels.items())
+              if len(group) >= self._merge_factor]
+      if not full:
+        return
+      if not self._merge(full[0]):
+        return
+
+  def _merge(self, group):
+    """Writes the rows of the segments `group` into one; False if damaged."""
+    index = {s.number: i for i, s in enumerate(self._segments.values())}
+    wanted = np.isin(self._seg, [index[n] for n in group])
+    # The rows in the files' order, so that reading them is sequential.
+    order = np.lexsort((self._row[wanted], self._seg[wanted]))
+    lazy = segments.StoredVectors(self._paths, self._seg[wanted][order],
+                                  self._row[wanted][order], self._dtype,
+                                  self._dim)
+    digests = self._keys[wanted][order]
+    number = self._next_number()
+    path = segments.new_path(self.path, number)
+    try:
+      with disk_errors.machine_errors(path, 'write'):
+        self.bytes_written += segments.write(
+            path, self._backbone, digests,
+            (block for _, block in self._blocks(lazy)), merged=group)
+    except DamagedVectors:
+      return False  # Set aside; its photos are computed again.
+    for n in group:
+      os.remove(self._segments.pop(n).path)
+    publish.fsync_dir(os.path.dirname(self.path))
+    self._segments[number] = segments.Segment(number, path, digests,
+                                              tuple(group))
+    self._reindex()
+    return True
 
   def _journal_blocks(self):
     """Yields the journal's whole records in blocks; None if not this store's."""
@@ -191,67 +318,38 @@ class VectorStore:
           return
 
   def _journal_records(self):
-    """(block, row) of each good journal record not in the HDF5 file yet.
+    """(block, row, digest) of each good journal record not stored yet.
 
     Reading stops at the first damaged record: what follows a torn write
     cannot be trusted. Only digests are kept in memory, not vectors.
     """
-    good, seen = [], set(self._rows)
+    good, seen = [], set()
     for b, block in enumerate(self._journal_blocks()):
       for i, record in enumerate(block):
         if record['magic'] != _MAGIC or _crc(record) != record['crc']:
           logging.warning('%s: a damaged record after %d good ones; dropping '
                           'it and the rest (their photos are computed again).',
                           self._journal_path, b * _BLOCK_ROWS + i)
-          return good
+          return self._new(good)
         digest = record['digest'].tobytes().hex()
         if digest not in seen:
           seen.add(digest)
           good.append((b, i, digest))
-    return good
+    return self._new(good)
 
-  def _rewrite(self, fresh):
-    """Writes old rows + fresh [(block, row, digest)] to a new HDF5 file."""
-    tmp = f'{self.path}.tmp{os.getpid()}'
-    digests = self._digests + [d for _, _, d in fresh]
-    count = len(digests)
-    b = self._backbone
-    try:
-      # libver='latest': the file format with checksums on its metadata too.
-      with h5py.File(tmp, 'w', libver='latest') as out:
-        out.attrs.update(format=FORMAT_VERSION, backbone=b.name,
-                         identity=b.identity, image_size=list(b.image_size),
-                         feature_dim=b.feature_dim,
-                         preprocessing=b.preprocessing)
-        out.create_dataset('digests', data=np.array(digests, 'S64'),
-                           chunks=(min(count, 1024),), fletcher32=True)
-        vectors = out.create_dataset(
-            'vectors', (count, self._dim), self._dtype,
-            chunks=(min(count, _CHUNK_ROWS), self._dim), fletcher32=True)
-        at = len(self._digests)
-        if at:
-          with h5py.File(self.path, 'r') as old:
-            for start in range(0, at, _BLOCK_ROWS):
-              end = min(start + _BLOCK_ROWS, at)
-              vectors[start:end] = old['vectors'][start:end]
-        rows_by_block = {}
-        for block, row, _ in fresh:
-          rows_by_block.setdefault(block, []).append(row)
-        for block, records in enumerate(self._journal_blocks()):
-          rows = rows_by_block.get(block)
-          if rows:
-            vectors[at:at + len(rows)] = records['vector'][rows]
-            at += len(rows)
-      with open(tmp, 'rb') as f:
-        os.fsync(f.fileno())
-      os.replace(tmp, self.path)
-      publish.fsync_dir(os.path.dirname(self.path))
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-    self._digests = digests
-    self._rows = {d: i for i, d in enumerate(digests)}
+  def _new(self, records):
+    found, _ = self._find([d for _, _, d in records])
+    return [r for r, f in zip(records, found) if not f]
+
+  def _fresh_blocks(self, fresh):
+    """Yields the vectors of fresh [(block, row, digest)], in order."""
+    rows_by_block = {}
+    for block, row, _ in fresh:
+      rows_by_block.setdefault(block, []).append(row)
+    for block, records in enumerate(self._journal_blocks()):
+      rows = rows_by_block.get(block)
+      if rows:
+        yield records['vector'][rows]
 
 
 def _crc(record):

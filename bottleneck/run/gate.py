@@ -100,7 +100,7 @@ def check(config, *, test_accuracy, head, labels, backbone, splits, data):
     return (f'--promote_if_better cannot compare the new model with the model '
             f'in place: {e}. Fix that, or move the model in place away to '
             'publish the new one.'), figures
-  new = float(np.mean(head.probabilities(vectors).argmax(axis=1) == truth))
+  new = float(np.mean(head_lib.predicted_classes(head, vectors) == truth))
   figures.update(new_accuracy=new, in_place_accuracy=old)
   logging.info('Quality gate on the %d %s photos: the model in place scores '
                '%.1f%%, the new one %.1f%%.', len(photos), on, old * 100,
@@ -186,7 +186,7 @@ def _accuracy_in_place(model, saved_model_dir, backbone, truth, photos,
           f'{name}/.ATTRIBUTES/VARIABLE_VALUE')
           for name in ('head_weights', 'head_biases')))
       guesses = [model.labels[i] for i in
-                 old_head.probabilities(vectors).argmax(axis=1)]
+                 head_lib.predicted_classes(old_head, vectors)]
       return float(np.mean([g == t for g, t in zip(guesses, truth)]))
     return predict.accuracy(model, [p.path for p in photos], truth)
   except (OSError, tf.errors.OpError) as e:

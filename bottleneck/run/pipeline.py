@@ -122,7 +122,8 @@ def _retrain(config, outputs, start):
     cached, flipped = tuning.cache_records(config, split, photos)
   else:
     cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
-                                     engine=probe.for_config(config, backbone))
+                                     engine=probe.for_config(config, backbone),
+                                     memory_mb=config.vector_memory_mb)
   skipped = unreadable + cached.skipped
   lap('cache')
   run_fingerprint = fingerprint.run_fingerprint(config, backbone, labels,

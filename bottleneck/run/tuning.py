@@ -12,6 +12,7 @@ The records live beside the vectors, one file per view and cut:
 <bottleneck_dir>/<backbone>_<cut>_<view>-<identity>.h5 (see `cache`).
 """
 
+import math
 import numpy as np
 
 from bottleneck.data import images
@@ -36,7 +37,7 @@ def cache_records(config, split, photos):
   view = split.view_backbone('photo')
   cached = cache.cache_bottlenecks(photos, view, config.bottleneck_dir,
                                    engine=probe.for_config(config, view),
-                                   what='Records')
+                                   what='Records', memory_mb=math.inf)
   # The mirror images only serve training: the split is by name, so a photo
   # that tests now never trains later, and its mirror image is never needed.
   training = images.split_photos(
@@ -45,7 +46,8 @@ def cache_records(config, split, photos):
   view = split.view_backbone('flipped')
   flipped = cache.cache_bottlenecks(training, view, config.bottleneck_dir,
                                     engine=probe.for_config(config, view),
-                                    what='Mirror-image records')
+                                    what='Mirror-image records',
+                                    memory_mb=math.inf)
   return cached, dict(zip((p.digest for p in flipped.photos),
                           flipped.vectors))
 

@@ -144,6 +144,20 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   return head
 
 
+def predicted_classes(head, vectors):
+  """int [n] classes the head predicts for float32 [n, feature_dim] vectors.
+
+  Lazy vectors (`segments.StoredVectors`) are read a block at a time.
+  """
+  if not hasattr(vectors, 'blocks'):
+    return head.log_probabilities(np.asarray(vectors, np.float32)).argmax(
+        axis=1)
+  classes = np.empty(len(vectors), np.int64)
+  for at, block in vectors.blocks():
+    classes[at] = head.log_probabilities(block).argmax(axis=1)
+  return classes
+
+
 def _arrays(split):
   vectors, labels = split
   return (np.asarray(vectors, np.float32),

@@ -149,7 +149,7 @@ def final_test(head, test_data, test_photos, labels, config):
     return None, truth, truth
   rng = np.random.default_rng(config.random_seed + 1)
   indices = head_lib.sample(rng, len(truth), config.test_batch_size)
-  predictions = head.probabilities(vectors[indices]).argmax(axis=1)
+  predictions = head_lib.predicted_classes(head, vectors[indices])
   accuracy = float(np.mean(predictions == truth[indices]))
   logging.info('Final test accuracy = %.1f%% (N=%d)', accuracy * 100,
                len(indices))

@@ -35,7 +35,8 @@ class Standardization:
     """Of float32 [n, feature_dim] vectors, in float64, a block at a time.
 
     Args:
-      vectors: float32 [n, feature_dim].
+      vectors: float32 [n, feature_dim], an array or lazy
+        (`segments.StoredVectors`, read twice).
       groups: the widths of the layers side by side in a vector, in order
         (`backbones.Backbone.groups`); () for one layer.
     """
@@ -107,5 +108,9 @@ def fold(weights, biases, standardization):
 
 
 def _blocks(vectors):
+  if hasattr(vectors, 'blocks'):  # Lazy: segments.StoredVectors.
+    for _, block in vectors.blocks():
+      yield block.astype(np.float64)
+    return
   for start in range(0, len(vectors), _ROWS):
     yield vectors[start:start + _ROWS].astype(np.float64)

@@ -33,7 +33,12 @@ magnitude):
 
 Cost: a step is one [n, d] x [d, classes] product and one [d, n] x [n,
 classes] product (the line search rarely needs a second try), on float32
-standardized copies of the training and validation vectors (4 bytes each). README.md, The
+standardized copies of the training and validation vectors (4 bytes each).
+Above --vector_memory_mb the vectors are lazy (`segments.StoredVectors`): the
+statistics and each step read them from the cache a block at a time and
+standardize each block on the fly, so memory holds a block, not n x d; each
+step then costs a read of every training vector (from the page cache when
+it fits in RAM). README.md, The
 head, has measured times and step counts.
 """
 
@@ -81,8 +86,9 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   train_x, train_y = _arrays(train)
   val_x, val_y = _arrays(validation)
   stats = scaling.Standardization.of(train_x, groups)
-  problem = _Problem(stats.apply(train_x), train_y, num_classes)
-  held_out = (stats.apply(val_x), val_y)
+  problem = _Problem(_source(stats, train_x), train_y, num_classes,
+                     train_x.shape[1])
+  held_out = (_source(stats, val_x), val_y)
   strengths = config.L2_STRENGTHS if len(val_y) else (config.DEFAULT_L2,)
   logging.info(
       'Head: standard recipe, %s training vectors of %s features, '
@@ -158,13 +164,28 @@ def _path(problem, strengths, validation, *, max_steps, report):
   return strengths[index], theta
 
 
+def _source(stats, vectors):
+  """A function that yields (positions int [r], standardized float32 [r, d]).
+
+  In memory: one block, the standardized copy. Lazy vectors
+  (`segments.StoredVectors`, above --vector_memory_mb): read and
+  standardized a block at a time at each call, so nothing of size n x d is
+  held.
+  """
+  if hasattr(vectors, 'blocks'):
+    return lambda: ((at, stats.apply(block)) for at, block in vectors.blocks())
+  everything = [(np.arange(len(vectors)), stats.apply(vectors))]
+  return lambda: everything
+
+
 class _Problem:
   """Mean cross entropy of a softmax layer on standardized float32 vectors."""
 
-  def __init__(self, vectors, labels, num_classes):
-    self.vectors, self.labels = vectors, labels
-    self.shape = (vectors.shape[1], num_classes)
-    self.size = vectors.shape[1] * num_classes + num_classes
+  def __init__(self, source, labels, num_classes, feature_dim):
+    """source: see `_source`; labels: int [n]."""
+    self.source, self.labels = source, labels
+    self.shape = (feature_dim, num_classes)
+    self.size = feature_dim * num_classes + num_classes
 
   def unpack(self, theta):
     """float64 [size] -> (weights [feature_dim, classes], biases [classes])."""
@@ -178,28 +199,37 @@ class _Problem:
   def loss(self, theta, strength):
     """Objective, its gradient (float64 [size]) and (cross entropy, accuracy)."""
     n = len(self.labels)
-    log_p = _log_softmax(self.logits(theta, self.vectors))
-    rows = np.arange(n)
-    cross_entropy = -log_p[rows, self.labels].mean()
-    accuracy = np.mean(log_p.argmax(axis=1) == self.labels)
-    d_logits = np.exp(log_p)
-    d_logits[rows, self.labels] -= 1
-    d_logits /= n
     weights, _ = self.unpack(theta)
-    d_weights = (self.vectors.T @ d_logits.astype(np.float32)).astype(
-        np.float64) + 2 * strength * weights
-    gradient = np.concatenate([d_weights.ravel(), d_logits.sum(axis=0)])
+    d_weights = 2 * strength * weights
+    d_biases = np.zeros(self.shape[1])
+    cross_entropy = correct = 0.0
+    for at, vectors in self.source():
+      labels = self.labels[at]
+      log_p = _log_softmax(self.logits(theta, vectors))
+      rows = np.arange(len(at))
+      cross_entropy -= log_p[rows, labels].sum() / n
+      correct += np.sum(log_p.argmax(axis=1) == labels)
+      d_logits = np.exp(log_p)
+      d_logits[rows, labels] -= 1
+      d_logits /= n
+      d_weights += (vectors.T @ d_logits.astype(np.float32)).astype(np.float64)
+      d_biases += d_logits.sum(axis=0)
+    gradient = np.concatenate([d_weights.ravel(), d_biases])
     return (cross_entropy + strength * np.sum(weights ** 2), gradient,
-            (float(cross_entropy), float(accuracy)))
+            (float(cross_entropy), float(correct / n)))
 
 
-def _evaluate(problem, theta, vectors, labels):
-  """(accuracy, cross entropy, N) on standardized vectors; None if empty."""
+def _evaluate(problem, theta, source, labels):
+  """(accuracy, cross entropy, N) on a `_source`; None if empty."""
   if not len(labels):
     return None
-  log_p = _log_softmax(problem.logits(theta, vectors))
-  return (float(np.mean(log_p.argmax(axis=1) == labels)),
-          float(-log_p[np.arange(len(labels)), labels].mean()), len(labels))
+  correct = cross_entropy = 0.0
+  for at, vectors in source():
+    log_p = _log_softmax(problem.logits(theta, vectors))
+    correct += np.sum(log_p.argmax(axis=1) == labels[at])
+    cross_entropy -= log_p[np.arange(len(at)), labels[at]].sum()
+  n = len(labels)
+  return float(correct / n), float(cross_entropy / n), n
 
 
 def _log(writers, step, fit, val):
@@ -219,8 +249,9 @@ def _log(writers, step, fit, val):
 
 def _arrays(split):
   vectors, labels = split
-  return (np.asarray(vectors, np.float32),
-          np.asarray(labels, np.int64).reshape([-1]))
+  if not hasattr(vectors, 'blocks'):  # Lazy vectors stay lazy (_source).
+    vectors = np.asarray(vectors, np.float32)
+  return vectors, np.asarray(labels, np.int64).reshape([-1])
 
 
 def _log_softmax(logits):
