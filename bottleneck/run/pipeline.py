@@ -53,6 +53,7 @@ class RunSummary:
     exports: {form: {'path', 'features', 'test_accuracy'}} of the exported
       forms measured on the test photos (see `release`); {} if none was.
     duplicates: photos with the same bytes as another photo of the run.
+    saved_model_dir: where the model is (set by the Python API, `api`).
   """
   labels: list
   split_sizes: dict
@@ -63,6 +64,7 @@ class RunSummary:
   kept: bool = False
   exports: dict = dataclasses.field(default_factory=dict)
   duplicates: int = 0
+  saved_model_dir: str = ''
 
 
 def refused_metrics_path(saved_model_dir):
