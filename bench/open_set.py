@@ -28,6 +28,7 @@ classifier.tflite, as label_image.py runs it, on the other subjects.
 """
 
 import glob
+import importlib.util
 import json
 import os
 import statistics
@@ -99,12 +100,12 @@ def main(argv):
 def other_subjects(folder):
   """Writes the other subjects as JPEG files; returns their paths (faces
   last, their names starting with 'face')."""
-  try:
-    import skimage  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  # Only its files are read: the package itself is not imported.
+  spec = importlib.util.find_spec('skimage')
+  if spec is None:
     sys.exit('bench/open_set.py needs the photos in scikit-image\'s wheel: '
              '.venv/bin/pip install scikit-image')
-  data = os.path.join(os.path.dirname(skimage.__file__), 'data')
+  data = os.path.join(os.path.dirname(spec.origin), 'data')
   rng = np.random.default_rng(0)
   paths = []
   for source in sorted(glob.glob(os.path.join(data, '*.png')) +
