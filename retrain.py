@@ -153,6 +153,17 @@ flags.DEFINE_bool(
     'Quality gate: publish only if the new model does at least as well as the '
     'model in place on this run\'s validation photos (exit code 5 otherwise).')
 
+flags.DEFINE_string(
+    'beam_runner', _D['beam_runner'],
+    'Run the cache stage as an Apache Beam pipeline on this runner '
+    '(DirectRunner, DataflowRunner, FlinkRunner, SparkRunner); empty: in this '
+    'process. Needs pip install -r requirements-beam.txt (README.md, Apache '
+    'Beam).')
+flags.DEFINE_string(
+    'beam_pipeline_args', _D['beam_pipeline_args'],
+    'Options of the Beam pipeline, as one quoted string, e.g. '
+    '"--direct_num_workers=2 --direct_running_mode=multi_processing".')
+
 FLAGS = flags.FLAGS
 
 

@@ -120,7 +120,7 @@ def sibling_path(bottleneck_dir, backbone, suffix):
 
 
 def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
-                      engine=None, what='Bottlenecks'):
+                      engine=None, what='Bottlenecks', stage=None):
   """Makes sure every photo's vector is cached, and returns them all.
 
   Each distinct photo (by digest) that is not cached yet is decoded in a thread
@@ -138,6 +138,11 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
       `Engine` that computes them, called only if there are such photos (so
       a run with nothing new never converts or measures anything).
     what: what the vectors are, for the log ('Bottlenecks').
+    stage: None to decode and run the backbone in this process; else an
+      object that computes them elsewhere (`beam_stage.BeamStage`): its
+      recover(store) is called once the store is open, and its
+      compute(todo, store, engine) -> ({digest: failure reason}, engine
+      summary) stores the vectors of the photos to compute.
 
   Returns:
     A `CacheResult`.
@@ -146,14 +151,20 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
     raise ValueError(f'batch_size is {batch_size}; pass one >= 1 or an engine')
   vectors = store.VectorStore(cache_path(bottleneck_dir, backbone), backbone)
   try:
+    if stage:
+      stage.recover(vectors)
     distinct = {p.digest for p in photos}
     todo = list({p.digest: p for p in reversed(photos)
                  if p.digest not in vectors}.values())[::-1]
-    chosen = None
+    chosen = summary = None
     if todo:
       chosen = (engine([p.path for p in todo]) if engine else
                 Engine('tensorflow', backbone.features, batch_size))
-    failed = _compute(todo, backbone, vectors, chosen, what)
+      summary = chosen.summary()
+    if todo and stage:
+      failed, summary = stage.compute(todo, vectors, chosen)
+    else:
+      failed = _compute(todo, backbone, vectors, chosen, what)
     vectors.commit()
     ok = [p for p in photos if p.digest not in failed]
     skipped = [(p.path, failed[p.digest]) for p in photos if p.digest in failed]
@@ -164,7 +175,7 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
                        computed=len(todo) - len(failed),
                        undecodable=len(failed),
                        duplicates=len(photos) - len(distinct),
-                       engine=chosen and chosen.summary())
+                       engine=summary)
   logging.info('%s: %s photos (%s distinct): reused %s, computed %s, could not '
                'decode %s; %s duplicate(s) of another photo\'s bytes.', what,
                *(f'{result.counts[name]:,}' for name in (

@@ -14,6 +14,7 @@ import time
 from absl import logging
 
 from bottleneck.features import backbones
+from bottleneck.features import beam_stage
 from bottleneck.features import blocks
 from bottleneck.features import cache
 from bottleneck.features import mirror
@@ -118,8 +119,10 @@ def _retrain(config, outputs, start):
   if split:
     cached, flipped = tuning.cache_records(config, split, photos)
   else:
-    cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
-                                     engine=probe.for_config(config, backbone))
+    cached = cache.cache_bottlenecks(
+        photos, backbone, config.bottleneck_dir,
+        engine=probe.for_config(config, backbone),
+        stage=beam_stage.for_config(config, backbone))
   skipped = unreadable + cached.skipped
   lap('cache')
   run_fingerprint = fingerprint.run_fingerprint(config, backbone, labels,
