@@ -179,7 +179,6 @@ def for_config(config, backbone):
   --beam_runner (the local stage)."""
   if not config.beam_runner:
     return None
-  import_beam()  # Fail before any work if Beam is missing.
   return BeamStage(
       backbone, config.bottleneck_dir, config.beam_runner,
       config.beam_pipeline_args,

@@ -79,6 +79,8 @@ def retrain(config):
       lock, or the quality gate refused the model; the message says what.
   """
   start = time.monotonic()
+  if config.beam_runner:
+    beam_stage.import_beam()  # A missing install fails before any work.
   outputs = [p for p in (config.output_labels, config.output_graph,
                          config.tflite_output_file,
                          config.tflite_int8_output_file) if p]
