@@ -10,8 +10,11 @@ its `auto` layers, the weights in ../shared/data), from empty caches:
 2. the same photos through the Beam stage on the DirectRunner with --workers
    worker processes (multi_processing), the same runtime and batch, its LiteRT
    copy and machine.json copied from 1 so that nothing is converted again;
-3. the Beam stage on --small photos, for its fixed cost (start the workers,
-   load the model in each, commit).
+3. the Beam stage on half of the photos (one of every two, each class alike):
+   the difference between 2 and 3 is the cost of the other half, without the
+   fixed cost (start the workers, load the model in each, commit); a run on a
+   handful of photos would estimate that fixed cost worse, its start-up
+   varying by seconds from run to run on a shared machine.
 
 It prints the CPU, both stages' times, the overhead ratio (Beam / local on
 the same cores), that the two caches hold the same vectors (within
@@ -20,12 +23,16 @@ fixed cost + target x (worker-seconds per photo) / N for the pipeline, plus
 what stays on the driver (listing and hashing every photo, folding the
 shards), at the rates measured here. A projection assumes workers as fast as
 these cores, photos like these (about 0.2 MP JPEGs), storage that keeps up
-and linear scaling; it is not a measurement. About 3-5 minutes on 2 cores.
-The machine may be shared: rerun when the figures matter.
+and linear scaling; it is not a measurement. Each figure is the median of
+--repeats rounds of the three runs, interleaved; about 5 minutes on 2 quiet
+cores. On a shared machine the figures move by 2x from run to run (the
+runtime's measurement too): rerun when they matter.
 """
 
+import collections
 import os
 import shutil
+import statistics
 import sys
 import time
 from unittest import mock
@@ -61,7 +68,7 @@ flags.DEFINE_string('weights', os.path.join(
     _SHARED, 'weights', 'mobilenet_v2_1.0_224_no_top.weights.h5'),
                     'MobileNetV2 weights file.')
 flags.DEFINE_integer('workers', 2, 'Beam worker processes.')
-flags.DEFINE_integer('small', 16, 'Photos of the fixed-cost Beam run.')
+flags.DEFINE_integer('repeats', 3, 'Rounds of the three runs (medians).')
 flags.DEFINE_integer('target', 1_000_000, 'Photos of the projection.')
 flags.DEFINE_list('project_workers', ['1', '2', '16', '64', '256'],
                   'Worker counts of the projection.')
@@ -142,22 +149,38 @@ def main(argv):
   photos, _ = images.digest_photos(photos)
   hash_seconds = time.perf_counter() - started
 
-  local_dir = os.path.join(work, 'local')
-  local = measure.cache_stage(FLAGS.flowers, backbone, local_dir, engine=None,
-                              choose=probe.chooser(
-                                  backbone, runtime='auto', batch_size=0,
-                                  bottleneck_dir=local_dir))
+  # Runtime, batch and threads chosen once, as a first local run would; every
+  # cache below starts empty with these choices and the LiteRT copy.
+  reference = os.path.join(work, 'reference')
+  probe.chooser(backbone, runtime='auto', batch_size=0,
+                bottleneck_dir=reference)([p.path for p in photos])
+  half_folder = data.linked_subset(
+      data.every_class(photos, len(photos) // 2), FLAGS.flowers,
+      os.path.join(work, 'half_photos'))
+  figures = collections.defaultdict(list)
+  for _ in range(FLAGS.repeats):  # Interleaved: the load of others shifts.
+    local_dir = fresh_cache(os.path.join(work, 'local'), reference, backbone)
+    local = measure.cache_stage(FLAGS.flowers, backbone, local_dir,
+                                engine=None, choose=probe.chooser(
+                                    backbone, runtime='auto', batch_size=0,
+                                    bottleneck_dir=local_dir))
+    seconds, parts, in_beam = beam_run(
+        FLAGS.flowers, backbone,
+        fresh_cache(os.path.join(work, 'beam'), reference, backbone),
+        FLAGS.workers)
+    _, half_parts, half = beam_run(
+        half_folder, backbone,
+        fresh_cache(os.path.join(work, 'beam_half'), reference, backbone),
+        FLAGS.workers)
+    for name, value in (('local', local.compute_seconds),
+                        ('local_whole', local.seconds),
+                        ('pipeline', parts['pipeline']),
+                        ('beam_whole', seconds), ('fold', parts['fold']),
+                        ('half', half_parts['pipeline'])):
+      figures[name].append(value)
+  median = {name: statistics.median(values)
+            for name, values in figures.items()}
   n = local.result.computed
-  seconds, parts, in_beam = beam_run(
-      FLAGS.flowers, backbone, fresh_cache(os.path.join(work, 'beam'),
-                                           local_dir, backbone),
-      FLAGS.workers)
-  small_folder = data.linked_subset(
-      data.every_class(photos, FLAGS.small), FLAGS.flowers,
-      os.path.join(work, 'small_photos'))
-  _, small_parts, small = beam_run(
-      small_folder, backbone, fresh_cache(os.path.join(work, 'beam_small'),
-                                          local_dir, backbone), FLAGS.workers)
 
   expected, got = vectors_by_digest(local.result), vectors_by_digest(in_beam)
   digests = sorted(expected)
@@ -165,37 +188,46 @@ def main(argv):
   a = np.stack([expected[d] for d in digests])
   b = np.stack([got[d] for d in digests])
 
-  table = report.Table(1)
+  table = report.Table(FLAGS.repeats)
   engine = local.result.engine
   table.speed(f'local cache stage: {n:,} photos computed ({engine["runtime"]}, '
               f'batch {engine["batch_size"]}, every core), compute part',
-              n / local.compute_seconds)
+              n / median['local'])
   table.seconds('local cache stage, whole (list, hash, choose, compute, '
-                'commit)', local.seconds)
+                'commit)', median['local_whole'])
   table.speed(f'Beam stage, DirectRunner, {FLAGS.workers} worker processes, '
-              'the pipeline (start to end)', n / parts['pipeline'],
-              n / local.compute_seconds, 'local compute part')
+              'the pipeline (start to end)', n / median['pipeline'],
+              n / median['local'], 'local compute part')
   table.seconds('Beam stage, whole (list, hash, pipeline, fold, commit)',
-                seconds, local.seconds, 'local whole')
-  table.seconds(f'Beam fixed cost: the pipeline on {small.computed} photos',
-                small_parts['pipeline'])
+                median['beam_whole'], median['local_whole'], 'local whole')
+  table.seconds(f'Beam stage, the pipeline on half the photos '
+                f'({half.computed:,})', median['half'])
   table.seconds(f'folding {n:,} vectors from the shards into the journal',
-                parts['fold'])
+                median['fold'])
   table.vectors_agreement('Beam vectors against the local stage\'s',
                           runtimes.relative_difference(a, b),
                           runtimes.min_cosine(a, b), runtimes.TOLERANCE)
 
   # Worker-seconds per photo, without the fixed cost.
-  per_photo = ((parts['pipeline'] - small_parts['pipeline']) * FLAGS.workers /
-               max(n - small.computed, 1))
-  hashing, folding = hash_seconds / len(photos), parts['fold'] / n
+  per_photo = ((median['pipeline'] - median['half']) * FLAGS.workers /
+               max(n - half.computed, 1))
+  hashing, folding = hash_seconds / len(photos), median['fold'] / n
   driver = FLAGS.target * (hashing + folding)
-  table.seconds('worker-seconds per photo in the pipeline (fixed cost '
-                'taken out)', per_photo)
-  table.seconds(f'driver per photo: hashing ({hashing * 1e3:.2f} ms) + '
-                f'folding ({folding * 1e3:.2f} ms)', hashing + folding)
+  table.speed(f'Beam stage, {FLAGS.workers} worker processes, the fixed cost '
+              'taken out (the overhead ratio at scale)',
+              FLAGS.workers / per_photo, n / median['local'],
+              'local compute part')
+  table.speed(f'one worker, the fixed cost taken out ({per_photo * 1e3:.1f} '
+              'worker-ms per photo)', 1 / per_photo)
+  table.speed(f'driver: hashing ({hashing * 1e3:.2f} ms per photo) and '
+              f'folding ({folding * 1e3:.2f} ms per photo)',
+              1 / (hashing + folding))
+  fixed = max(median['half'] - half.computed * per_photo /
+              FLAGS.workers, 0.0)
+  table.seconds('Beam fixed cost (start, load the model, commit), from the '
+                'two runs', fixed)
   for workers in map(int, FLAGS.project_workers):
-    total = small_parts['pipeline'] + FLAGS.target * per_photo / workers
+    total = fixed + FLAGS.target * per_photo / workers
     table.seconds(f'PROJECTION, not measured: {FLAGS.target:,} photos on '
                   f'{workers} worker(s) of this speed: pipeline '
                   f'{total / 3600:.2f} h + driver {driver / 3600:.2f} h',
