@@ -158,6 +158,16 @@ flags.DEFINE_float(
     'Above this many MiB of float32 bottleneck vectors, the head is trained '
     'and tested on vectors read from --bottleneck_dir a block at a time '
     '(slower: each training step reads them all) instead of held in memory.')
+flags.DEFINE_string(
+    'beam_runner', _D['beam_runner'],
+    'Run the cache stage as an Apache Beam pipeline on this runner '
+    '(DirectRunner, DataflowRunner, FlinkRunner, SparkRunner); empty: in this '
+    'process. Needs pip install -r requirements-beam.txt (README.md, Apache '
+    'Beam).')
+flags.DEFINE_string(
+    'beam_pipeline_args', _D['beam_pipeline_args'],
+    'Options of the Beam pipeline, as one quoted string, e.g. '
+    '"--direct_num_workers=2 --direct_running_mode=multi_processing".')
 
 FLAGS = flags.FLAGS
 

@@ -6,6 +6,7 @@ the same object directly.
 """
 
 import dataclasses
+import shlex
 
 from bottleneck import errors
 
@@ -126,6 +127,10 @@ class RetrainConfig:
   promote_if_better: bool = False
   # Above this many MiB of vectors the head streams them from the cache.
   vector_memory_mb: float = DEFAULT_VECTOR_MEMORY_MB
+  # The cache stage as an Apache Beam pipeline (features/beam_stage.py) on
+  # this runner; '': in this process. Its options, as one shell-quoted string.
+  beam_runner: str = ''
+  beam_pipeline_args: str = ''
 
   def __post_init__(self):
     problems = []
@@ -212,6 +217,7 @@ class RetrainConfig:
     if not 0 <= self.min_test_accuracy <= 100:
       problems.append(f'--min_test_accuracy is {self.min_test_accuracy}; it is '
                       'a percentage in [0, 100] (0: no minimum).')
+    problems.extend(_beam_problems(self))
     if problems:
       raise errors.UsageError(' '.join(problems))
 
@@ -220,6 +226,26 @@ class RetrainConfig:
     """The image sizes, tuple of ints; () for the backbone's own size."""
     return parse_image_sizes(self.image_sizes) or (
         (self.image_size,) if self.image_size else ())
+
+
+def _beam_problems(c):
+  """What is wrong with the --beam_* flags of a RetrainConfig: list of str."""
+  if not c.beam_runner:
+    return ['--beam_pipeline_args is given without --beam_runner; pass the '
+            'runner too (e.g. --beam_runner DirectRunner).'
+           ] if c.beam_pipeline_args.strip() else []
+  if c.fine_tune_blocks:
+    return ['--beam_runner runs the cache stage of a frozen backbone; it '
+            'cannot run with --fine_tune_blocks: drop one.']
+  try:
+    args = shlex.split(c.beam_pipeline_args)
+  except ValueError as e:
+    return [f'--beam_pipeline_args {c.beam_pipeline_args!r} does not parse '
+            f'({e}); quote it as a shell would.']
+  if any(a == '--runner' or a.startswith('--runner=') for a in args):
+    return ['--beam_pipeline_args gives --runner; pass the runner as '
+            '--beam_runner instead.']
+  return []
 
 
 def parse_image_sizes(text):

@@ -23,6 +23,7 @@ SOURCE_GLOBS = ('retrain.py', 'label_image.py', 'bottleneck/**/*.py',
 # Top-level name of an imported pip package -> its marker target in BUILD.
 PIP_MARKERS = {
     'absl': ':expect_absl_installed',
+    'apache_beam': ':expect_apache_beam_installed',  # requirements-beam.txt.
     'ai_edge_litert': ':expect_ai_edge_litert_installed',
     'google': ':expect_tensorflow_installed',  # protobuf, installed with it.
     'h5py': ':expect_h5py_installed',

@@ -129,7 +129,7 @@ def sibling_path(bottleneck_dir, backbone, suffix):
 
 def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
                       engine=None, what='Bottlenecks',
-                      memory_mb=config.DEFAULT_VECTOR_MEMORY_MB):
+                      memory_mb=config.DEFAULT_VECTOR_MEMORY_MB, stage=None):
   """Makes sure every photo's vector is cached, and returns them all.
 
   Each distinct photo (by digest) that is not cached yet is decoded in a thread
@@ -151,6 +151,11 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
     memory_mb: above this many MiB of float32 vectors, `CacheResult.vectors`
       is a lazy `segments.StoredVectors` read from the store in blocks (its
       checksums checked once here), not an array.
+    stage: None to decode and run the backbone in this process; else an
+      object that computes them elsewhere (`beam_stage.BeamStage`): its
+      recover(store) is called once the store is open, and its
+      compute(todo, store, engine) -> ({digest: failure reason}, engine
+      summary) stores the vectors of the photos to compute.
 
   Returns:
     A `CacheResult`.
@@ -159,8 +164,10 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
     raise ValueError(f'batch_size is {batch_size}; pass one >= 1 or an engine')
   vectors = store.VectorStore(cache_path(bottleneck_dir, backbone), backbone)
   distinct = {p.digest for p in photos}
-  failed, computed, chosen = {}, 0, None
+  failed, computed, chosen, summary = {}, 0, None, None
   try:
+    if stage:
+      stage.recover(vectors)
     for _ in range(_ATTEMPTS):
       missing = set(vectors.missing(sorted(distinct - set(failed))))
       todo = list({p.digest: p for p in reversed(photos)
@@ -168,7 +175,11 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
       if todo and chosen is None:
         chosen = (engine([p.path for p in todo]) if engine else
                   Engine('tensorflow', backbone.features, batch_size))
-      failed_now = _compute(todo, backbone, vectors, chosen, what)
+        summary = chosen.summary()
+      if todo and stage:
+        failed_now, summary = stage.compute(todo, vectors, chosen)
+      else:
+        failed_now = _compute(todo, backbone, vectors, chosen, what)
       failed.update(failed_now)
       computed += len(todo) - len(failed_now)
       vectors.commit()
@@ -195,7 +206,7 @@ def cache_bottlenecks(photos, backbone, bottleneck_dir, *, batch_size=0,
                        reused=len(distinct) - computed - len(failed),
                        computed=computed, undecodable=len(failed),
                        duplicates=len(photos) - len(distinct),
-                       engine=chosen and chosen.summary())
+                       engine=summary)
   logging.info('%s: %s photos (%s distinct): reused %s, computed %s, could not '
                'decode %s; %s duplicate(s) of another photo\'s bytes.', what,
                *(f'{result.counts[name]:,}' for name in (

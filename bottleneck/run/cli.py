@@ -35,11 +35,13 @@ flags.DEFINE_string(
 class _LibraryInfoFilter(logging.Filter):
   """Drops INFO lines that TensorFlow and Keras log through absl.
 
-  Saving a SavedModel alone logs a line of hundreds of renamed inputs; a person
-  reading retrain.py's output (or cron's mail) wants this project's lines.
+  Saving a SavedModel alone logs a line of hundreds of renamed inputs, and a
+  Beam pipeline a line per channel it opens; a person reading retrain.py's
+  output (or cron's mail) wants this project's lines.
   """
   _NOISY = tuple(os.sep + name + os.sep for name in
-                 ('tensorflow', 'keras', 'tf_keras', 'tensorflow_hub'))
+                 ('tensorflow', 'keras', 'tf_keras', 'tensorflow_hub',
+                  'apache_beam'))
 
   def filter(self, record):
     return (record.levelno >= logging.WARNING or

@@ -28,7 +28,8 @@ _NOT_IN_MODEL = frozenset((
     'output_labels', 'output_graph', 'tflite_output_file',
     'tflite_int8_output_file', 'print_misclassified_test_images',
     'cache_batch_size', 'backbone_runtime', 'force', 'lock_timeout',
-    'min_test_accuracy', 'promote_if_better'))
+    'min_test_accuracy', 'promote_if_better', 'beam_runner',
+    'beam_pipeline_args'))
 
 
 def run_fingerprint(config, backbone, labels, photos):

@@ -14,6 +14,7 @@ import time
 from absl import logging
 
 from bottleneck.features import backbones
+from bottleneck.features import beam_stage
 from bottleneck.features import blocks
 from bottleneck.features import cache
 from bottleneck.features import mirror
@@ -83,6 +84,8 @@ def retrain(config):
       lock, or the quality gate refused the model; the message says what.
   """
   start = time.monotonic()
+  if config.beam_runner:
+    beam_stage.import_beam()  # A missing install fails before any work.
   outputs = [p for p in (config.output_labels, config.output_graph,
                          config.tflite_output_file,
                          config.tflite_int8_output_file) if p]
@@ -123,9 +126,11 @@ def _retrain(config, outputs, start):
   if split:
     cached, flipped = tuning.cache_records(config, split, photos)
   else:
-    cached = cache.cache_bottlenecks(photos, backbone, config.bottleneck_dir,
-                                     engine=probe.for_config(config, backbone),
-                                     memory_mb=config.vector_memory_mb)
+    cached = cache.cache_bottlenecks(
+        photos, backbone, config.bottleneck_dir,
+        engine=probe.for_config(config, backbone),
+        memory_mb=config.vector_memory_mb,
+        stage=beam_stage.for_config(config, backbone))
   skipped = unreadable + cached.skipped
   lap('cache')
   run_fingerprint = fingerprint.run_fingerprint(config, backbone, labels,
