@@ -85,12 +85,20 @@ def calibration(figures):
     return ''
   return _section('calibration', 'Calibration', (
       '<p>The logits are divided by a temperature fitted on the validation '
-      'photos, so that a score of 0.9 is right about 9 times in 10. Expected '
-      'calibration error (lower is better):</p>' + _table(
-          ('temperature', 'ECE before', 'ECE after'),
+      'photos, so that a score of 0.9 is right about 9 times in 10. On the '
+      'test photos, expected calibration error (ECE) and mean cross entropy '
+      '(lower is better):</p>' + _table(
+          ('temperature', 'ECE before', 'ECE after', 'cross entropy before',
+           'after'),
           [(f'{figures["temperature"]:.3f}',
             percent(figures.get('ece_before'), 2),
-            percent(figures.get('ece_after'), 2))], numeric=(0, 1, 2))))
+            percent(figures.get('ece_after'), 2),
+            _number(figures.get('nll_before')),
+            _number(figures.get('nll_after')))], numeric=(0, 1, 2, 3, 4))))
+
+
+def _number(value):
+  return '–' if value is None else f'{value:.4f}'
 
 
 def unknown(figures):
