@@ -63,6 +63,7 @@ from bottleneck.features import cache
 from bottleneck.data import decode
 from bottleneck.data import images
 from bottleneck import predict
+from bottleneck.features import journal
 from bottleneck.features import segments
 from bottleneck.features import store
 
@@ -167,7 +168,7 @@ class Harness:
     # then records of magic, digest, float32 vector and CRC-32.
     self.journal = os.path.splitext(
         cache.cache_path(self.cache_dir, self.backbone))[0] + '.journal'
-    magic = store._HEADER_MAGIC  # pylint: disable=protected-access
+    magic = journal.HEADER_MAGIC
     self.journal_header = len(magic) + len(self.backbone.identity)
     self.journal_record = 4 + 32 + 4 * self.backbone.feature_dim + 4
 

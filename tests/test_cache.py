@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from bottleneck.features import backbones
 from bottleneck.features import cache
+from bottleneck.features import segments
 from bottleneck.data import images
 
 
@@ -86,9 +87,16 @@ def test_backbones_never_share_vectors(tmp_path):
   cache_folder(tmp_path / 'photos', first, tmp_path / 'bn')
   other = cache_folder(tmp_path / 'photos', second, tmp_path / 'bn')
   assert (other.reused, other.computed) == (0, 9)
-  files = sorted(os.listdir(tmp_path / 'bn'))
-  assert len(files) == 2
-  with h5py.File(cache.cache_path(str(tmp_path / 'bn'), second), 'r') as f:
+  # One segment each (a first run writes its vectors as one segment), and
+  # nothing else: no journal or temporary file is left behind.
+  first_files, second_files = (
+      list(segments.segment_paths(cache.cache_path(str(tmp_path / 'bn'),
+                                                   backbone)).values())
+      for backbone in (first, second))
+  assert len(first_files) == len(second_files) == 1
+  assert sorted(os.listdir(tmp_path / 'bn')) == sorted(
+      os.path.basename(p) for p in first_files + second_files)
+  with h5py.File(second_files[0], 'r') as f:
     assert f.attrs['identity'] == second.identity
     assert list(f.attrs['image_size']) == [16, 16]
     assert f['vectors'].shape == (9, 3) and f['digests'].shape == (9,)

@@ -44,7 +44,6 @@ def segment_files(tmp_path):
 
 def test_commit_and_read_any_rows_across_blocks(tmp_path, backbone,
                                                 monkeypatch):
-  monkeypatch.setattr(store, '_BLOCK_ROWS', 4)
   monkeypatch.setattr(segments, 'BLOCK_ROWS', 4)
   s = open_store(tmp_path, backbone)
   s.append(digests(6), vectors(6))

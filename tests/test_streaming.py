@@ -13,13 +13,14 @@ from bottleneck.features import backbones
 from bottleneck.features import segments
 from bottleneck.features import store
 from bottleneck.train import head as head_lib
+from bottleneck.train import open_set
 from bottleneck.train import standard
 
 DIM = 40
 
 
-def test_the_standard_head_is_the_same_from_lazy_vectors(
-    tmp_path, hub_module, monkeypatch):
+def stored(tmp_path, hub_module, monkeypatch):
+  """(labels int [300], vectors float32 [300, DIM], lazy vectors, order)."""
   monkeypatch.setattr(segments, 'BLOCK_ROWS', 16)  # Many blocks.
   backbone = dataclasses.replace(backbones.load_backbone(hub_module),
                                  feature_dim=DIM, groups=(30, 10))
@@ -34,7 +35,12 @@ def test_the_standard_head_is_the_same_from_lazy_vectors(
     s.append(digests[start:start + 70], vectors[start:start + 70])
     s.commit()
   order = rng.permutation(300)
-  lazy = s.vectors([digests[i] for i in order])
+  return labels, vectors, s.vectors([digests[i] for i in order]), order
+
+
+def test_the_standard_head_is_the_same_from_lazy_vectors(
+    tmp_path, hub_module, monkeypatch):
+  labels, vectors, lazy, order = stored(tmp_path, hub_module, monkeypatch)
   schedule = head_lib.Schedule(steps=200, learning_rate=0.01,
                                train_batch_size=100, eval_step_interval=50,
                                validation_batch_size=-1)
@@ -47,6 +53,34 @@ def test_the_standard_head_is_the_same_from_lazy_vectors(
   np.testing.assert_array_equal(
       head_lib.predicted_classes(heads[1], lazy[240:]),
       heads[0].probabilities(vectors[order][240:]).argmax(axis=1))
+
+
+def test_the_unknown_score_is_the_same_from_lazy_vectors(
+    tmp_path, hub_module, monkeypatch):
+  labels, vectors, lazy, order = stored(tmp_path, hub_module, monkeypatch)
+  labels, vectors = labels[order], vectors[order]
+  def read_whole(*_, **__):
+    raise AssertionError('the training vectors were read whole')
+  monkeypatch.setattr(segments.StoredVectors, '__array__', read_whole)
+  # Rank 10 of 40: the low-rank part and the shrinkage both matter.
+  fitted = [open_set.fit((x[:240], labels[:240]), (vectors[240:], labels[240:]),
+                         num_classes=3, rank=10) for x in (vectors, lazy)]
+  np.testing.assert_allclose(fitted[1].threshold, fitted[0].threshold,
+                             rtol=1e-6)
+  np.testing.assert_allclose(fitted[1].scores(vectors), fitted[0].scores(
+      vectors), rtol=1e-5)
+  # Both equal the formulas on the whole residual matrix.
+  x = vectors[:240].astype(np.float64)
+  means = np.stack([x[labels[:240] == c].mean(0) for c in range(3)])
+  residuals = x - means[labels[:240]]
+  center, centred_means, covariance, alpha = open_set.moments(
+      lazy[:240], labels[:240], 3)
+  np.testing.assert_allclose(center, x.mean(0), rtol=1e-9)
+  np.testing.assert_allclose(centred_means, means - x.mean(0), atol=1e-9)
+  np.testing.assert_allclose(covariance, residuals.T @ residuals / 240,
+                             rtol=1e-9, atol=1e-9)
+  assert 0.01 < alpha < 0.99
+  np.testing.assert_allclose(alpha, open_set.shrinkage(residuals), rtol=1e-6)
 
 
 @pytest.mark.parametrize('recipe', ['standard', 'retrain'])

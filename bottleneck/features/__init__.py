@@ -7,7 +7,10 @@
   tflite        the LiteRT runtime for .tflite backbones and classifiers
   quantize      a post-training int8 copy of a backbone
   blocks        the last blocks of a backbone, split off for fine-tuning
-  store         the crash-safe HDF5 + journal file of one backbone's vectors
+  store         the crash-safe store of one backbone's vectors: segments and a
+                journal, compacted as it grows
+  segments      the store's immutable HDF5 segment files; lazy StoredVectors
+  journal       the store's append-only file of vectors not yet in a segment
   disk_errors   a cache file the machine cannot use, told apart from damage
   cache         the cache stage: decode and run the backbone only for new photos
 

@@ -5,10 +5,8 @@ while h5py updates its B-trees can leave a file that no longer opens. So no
 HDF5 file is ever written in place, and a run that adds k photos to a cache
 of N writes O(k) bytes, not O(N):
 
-  <stem>.journal      vectors computed since the last commit: an append-only
-                      file of records [b'BNV1', 32-byte digest, vector,
-                      CRC-32], written and fsynced a group at a time
-                      (`cache.JOURNAL_VECTORS`).
+  <stem>.journal      vectors computed since the last commit, appended and
+                      fsynced a group at a time (see `journal`).
   <stem>.seg-<n>.h5   immutable segments (see `segments`): `commit` folds the
                       journal's new vectors into one new segment, written
                       beside its name, fsynced and renamed.
@@ -41,7 +39,6 @@ for any path that cannot be read), naming the file and what to do (see
 import math
 import os
 import time
-import zlib
 
 from absl import logging
 import numpy as np
@@ -49,11 +46,9 @@ import numpy as np
 from bottleneck import config
 from bottleneck import publish
 from bottleneck.features import disk_errors
+from bottleneck.features import journal as journal_lib
 from bottleneck.features import segments
 
-_MAGIC = b'BNV1'
-_HEADER_MAGIC = b'BNJ1'
-_BLOCK_ROWS = segments.BLOCK_ROWS
 DamagedVectors = segments.DamagedVectors
 
 
@@ -81,22 +76,19 @@ class VectorStore:
     self.path = path
     self.bytes_written = 0
     self._merge_factor = merge_factor or config.STORE_MERGE_FACTOR
-    self._journal_path = os.path.splitext(path)[0] + '.journal'
     self._backbone = backbone
     self._dim = backbone.feature_dim
     self._dtype = np.dtype(backbone.vector_dtype).newbyteorder('<')
-    self._record = np.dtype([('magic', 'S4'), ('digest', 'u1', (32,)), (
-        'vector', self._dtype, (self._dim,)), ('crc', '<u4')])
-    self._header = _HEADER_MAGIC + backbone.identity.encode('ascii')
+    self._journal = journal_lib.Journal(
+        os.path.splitext(path)[0] + '.journal', backbone)
     folder = os.path.dirname(self.path) or '.'
     for name in os.listdir(folder):
       if segments.is_leftover(self.path, name):
         os.remove(os.path.join(folder, name))
     self._segments = self._load_segments()
     self._reindex()
-    self._journal = None
     self._pending = set()
-    if os.path.exists(self._journal_path):
+    if self._journal.exists():
       self.commit()  # Folds in what a killed run computed.
 
   def __contains__(self, digest):
@@ -118,27 +110,13 @@ class VectorStore:
 
   def append(self, digests, vectors):
     """Durably stores [len(digests), dim] vectors (journal + fsync)."""
-    if self._journal is None:
-      self._journal = open(self._journal_path, 'ab')  # pylint: disable=consider-using-with
-      if self._journal.tell() == 0:
-        self._journal.write(self._header)
-        self.bytes_written += len(self._header)
-    records = np.zeros(len(digests), self._record)
-    records['magic'] = _MAGIC
-    records['digest'] = np.frombuffer(
-        bytes.fromhex(''.join(digests)), np.uint8).reshape(-1, 32)
-    records['vector'] = vectors
-    records['crc'] = [_crc(r) for r in records]
-    self._journal.write(records.tobytes())
-    self._journal.flush()
-    os.fsync(self._journal.fileno())
-    self.bytes_written += records.nbytes
+    self.bytes_written += self._journal.append(digests, vectors)
     self._pending.update(digests)
 
   def commit(self):
     """Folds the journal into a new segment, then compacts (module doc)."""
     self.close()
-    fresh = self._journal_records()
+    fresh = self._new(self._journal.records())
     if fresh:
       digests = np.frombuffer(
           bytes.fromhex(''.join(d for _, _, d in fresh)), 'S32')
@@ -146,19 +124,18 @@ class VectorStore:
       path = segments.new_path(self.path, number)
       with disk_errors.machine_errors(path, 'write'):
         self.bytes_written += segments.write(path, self._backbone, digests,
-                                             self._fresh_blocks(fresh))
+                                             self._journal.vectors(fresh))
       self._segments[number] = segments.Segment(number, path, digests, ())
       self._reindex()
-    if os.path.exists(self._journal_path):
-      os.remove(self._journal_path)
+    self._journal.remove()
     self._pending.clear()
     self._compact()
 
   def read(self, digests):
     """[len(digests), dim] vectors of committed digests, as vector_dtype.
 
-    Read in blocks of _BLOCK_ROWS rows, in the files' order: memory holds the
-    result and one block.
+    Read in blocks of `segments.BLOCK_ROWS` rows, in the files' order:
+    memory holds the result and one block.
 
     Raises:
       DamagedVectors: a segment failed its checksums; it has been set aside,
@@ -189,9 +166,7 @@ class VectorStore:
     return lazy
 
   def close(self):
-    if self._journal is not None:
-      self._journal.close()
-      self._journal = None
+    self._journal.close()
 
   def _blocks(self, lazy):
     """lazy.blocks(), setting a damaged segment aside before raising."""
@@ -297,61 +272,7 @@ class VectorStore:
     self._reindex()
     return True
 
-  def _journal_blocks(self):
-    """Yields the journal's whole records in blocks; None if not this store's."""
-    try:
-      f = open(self._journal_path, 'rb')  # pylint: disable=consider-using-with
-    except FileNotFoundError:
-      return
-    with f:
-      if f.read(len(self._header)) != self._header:
-        logging.warning('Ignoring %s: it is not a journal of this backbone.',
-                        self._journal_path)
-        return
-      while True:
-        data = f.read(_BLOCK_ROWS * self._record.itemsize)
-        whole = len(data) // self._record.itemsize
-        if whole:
-          yield np.frombuffer(data[:whole * self._record.itemsize],
-                              self._record)
-        if whole < _BLOCK_ROWS:
-          return
-
-  def _journal_records(self):
-    """(block, row, digest) of each good journal record not stored yet.
-
-    Reading stops at the first damaged record: what follows a torn write
-    cannot be trusted. Only digests are kept in memory, not vectors.
-    """
-    good, seen = [], set()
-    for b, block in enumerate(self._journal_blocks()):
-      for i, record in enumerate(block):
-        if record['magic'] != _MAGIC or _crc(record) != record['crc']:
-          logging.warning('%s: a damaged record after %d good ones; dropping '
-                          'it and the rest (their photos are computed again).',
-                          self._journal_path, b * _BLOCK_ROWS + i)
-          return self._new(good)
-        digest = record['digest'].tobytes().hex()
-        if digest not in seen:
-          seen.add(digest)
-          good.append((b, i, digest))
-    return self._new(good)
-
   def _new(self, records):
+    """The journal's records (block, row, digest) whose digest is not stored."""
     found, _ = self._find([d for _, _, d in records])
     return [r for r, f in zip(records, found) if not f]
-
-  def _fresh_blocks(self, fresh):
-    """Yields the vectors of fresh [(block, row, digest)], in order."""
-    rows_by_block = {}
-    for block, row, _ in fresh:
-      rows_by_block.setdefault(block, []).append(row)
-    for block, records in enumerate(self._journal_blocks()):
-      rows = rows_by_block.get(block)
-      if rows:
-        yield records['vector'][rows]
-
-
-def _crc(record):
-  """CRC-32 of a journal record's digest and vector."""
-  return zlib.crc32(record.tobytes()[4:-4])

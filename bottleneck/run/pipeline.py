@@ -12,6 +12,7 @@ import os
 import time
 
 from absl import logging
+import numpy as np
 
 from bottleneck.features import backbones
 from bottleneck.features import beam_stage
@@ -238,17 +239,19 @@ def _trust(head, data, num_classes):
     (the `head.Head` that exports carry, {'calibration': ..., 'unknown':
     ...} for metrics.json).
   """
-  head, calibrated = calibration.calibrate(head, data['validation'],
-                                           data['testing'])
-  unknown = open_set.fit(data['training'], data['validation'],
+  # Lazy vectors (above --vector_memory_mb) of the small sets (10-20% of the
+  # photos) are read whole, once; open_set.fit streams the training ones.
+  validation, testing = ((np.asarray(v, np.float32), c) for v, c in (
+      data['validation'], data['testing']))
+  head, calibrated = calibration.calibrate(head, validation, testing)
+  unknown = open_set.fit(data['training'], validation,
                          num_classes=num_classes)
   head = dataclasses.replace(head, unknown=unknown)
   figures = None if unknown is None else {
       'method': 'mahalanobis', 'percentile': unknown.percentile,
       'threshold': unknown.threshold,
-      'validation_unknown_rate': open_set.unknown_rate(
-          unknown, data['validation'][0]),
-      'test_unknown_rate': open_set.unknown_rate(unknown, data['testing'][0])}
+      'validation_unknown_rate': open_set.unknown_rate(unknown, validation[0]),
+      'test_unknown_rate': open_set.unknown_rate(unknown, testing[0])}
   if figures:
     logging.info('"Unknown" at the default threshold: %s of the validation '
                  'and %s of the test photos.',

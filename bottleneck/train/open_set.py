@@ -41,6 +41,7 @@ from bottleneck import config as config_lib
 
 RANK = 2048  # Directions kept exactly; see the module docstring.
 MIN_VALIDATION = 20  # Fewer validation photos cannot place a percentile.
+_BLOCK_ROWS = 4096  # In-memory vectors are read this many rows at a time.
 
 
 @dataclasses.dataclass
@@ -91,8 +92,10 @@ def fit(train, validation, *, num_classes,
   """Fits the open-set score on a run's vectors.
 
   Args:
-    train: (float32 [n, feature_dim] vectors, int [n] classes).
-    validation: the same, for the threshold.
+    train: (float32 [n, feature_dim] vectors, int [n] classes); the vectors
+      may be lazy (`segments.StoredVectors`, above --vector_memory_mb): they
+      are then read in blocks, three times (see `moments`), never whole.
+    validation: the same, for the threshold; read whole (a small set).
     num_classes: number of classes.
     percentile: of the validation distances, for the threshold.
     rank: directions kept exactly.
@@ -102,7 +105,8 @@ def fit(train, validation, *, num_classes,
     place the threshold (fewer than MIN_VALIDATION validation photos) or a
     class has no training photo.
   """
-  vectors, classes = (np.asarray(a) for a in train)
+  vectors, classes = train
+  classes = np.asarray(classes).reshape([-1])
   if len(validation[0]) < MIN_VALIDATION:
     logging.warning(
         'No "unknown" detection: %d validation photo(s) are too few to set '
@@ -112,12 +116,7 @@ def fit(train, validation, *, num_classes,
   if len(set(classes.tolist())) < num_classes:
     logging.warning('No "unknown" detection: a class has no training photo.')
     return None
-  center = vectors.astype(np.float64).mean(0)
-  x = vectors.astype(np.float64) - center
-  means = np.stack([x[classes == c].mean(0) for c in range(num_classes)])
-  residuals = x - means[classes]
-  alpha = shrinkage(residuals)
-  covariance = residuals.T @ residuals / len(x)
+  center, means, covariance, alpha = moments(vectors, classes, num_classes)
   variances = np.diag(covariance).copy()
   covariance *= 1 - alpha  # Shrunk toward its diagonal, which stays.
   covariance[np.diag_indices_from(covariance)] = variances
@@ -129,7 +128,8 @@ def fit(train, validation, *, num_classes,
   # d_c(x) = q(x) - 2 x.A m_c + m_c.A m_c with A the precision; q is above.
   precise_means = means / rest - (means @ directions) @ directions.T
   open_set = OpenSet(
-      center=center.astype(np.float32), directions=directions.astype(np.float32), rest=rest,
+      center=center.astype(np.float32),
+      directions=directions.astype(np.float32), rest=rest,
       class_weights=(-2 * precise_means.T).astype(np.float32),
       class_biases=(precise_means * means).sum(1).astype(np.float32),
       threshold=1.0, percentile=float(percentile))
@@ -142,8 +142,70 @@ def fit(train, validation, *, num_classes,
   return open_set
 
 
+def moments(vectors, classes, num_classes):
+  """What `fit` needs of the training vectors, a block at a time.
+
+  Three passes, each holding one float64 block (and the [dim, dim] sums):
+  the class sums give the class means; the residuals' (vectors minus their
+  class mean) products and sums give the covariance and the residuals' mean
+  and standard deviation; with those, the standardized residuals' sums that
+  `shrinkage` needs (its sums of z_ij^2 products need the mean and standard
+  deviation first, hence the third pass; only the second one multiplies
+  [block, dim] x [dim, dim]). In-memory vectors go through the same passes in
+  slices, so that no float64 copy of them all is made; the result is that of
+  the formulas on the whole matrix, up to float64 rounding in the order of the
+  sums (tests/test_streaming.py).
+
+  Args:
+    vectors: float32 [n, dim], a numpy array or lazy (has `blocks()`).
+    classes: int [n].
+    num_classes: number of classes.
+
+  Returns:
+    (center float64 [dim], the vectors' mean; means float64 [classes, dim],
+    class means minus center; covariance float64 [dim, dim], the residuals';
+    alpha float, the shrinkage intensity).
+  """
+  if not hasattr(vectors, 'blocks'):  # Lazy: segments.StoredVectors.
+    vectors = np.asarray(vectors)
+  blocks = _blocks(vectors)
+  n, dim = vectors.shape
+  sums = np.zeros((num_classes, dim))
+  for at, block in blocks():
+    sums += np.eye(num_classes)[classes[at]].T @ block
+  class_means = sums / np.bincount(classes, minlength=num_classes)[:, None]
+  center = sums.sum(0) / n
+  gram, total = np.zeros((dim, dim)), np.zeros(dim)
+  for at, block in blocks():
+    residuals = block - class_means[classes[at]]
+    gram += residuals.T @ residuals
+    total += residuals.sum(0)
+  mean = total / n
+  scale = np.sqrt(np.maximum(np.diag(gram) / n - mean ** 2, 0)) + 1e-12
+  row_sums, squared_sum = 0.0, 0.0
+  for at, block in blocks():
+    squares = ((block - class_means[classes[at]] - mean) / scale) ** 2
+    row_sums += (squares.sum(1) ** 2).sum()
+    squared_sum += (squares ** 2).sum()
+  mean_products = (gram / n - np.outer(mean, mean)) / np.outer(scale, scale)
+  alpha = _intensity(n, mean_products, row_sums, squared_sum)
+  return center, class_means - center, gram / n, alpha
+
+
+def _blocks(vectors):
+  """A function that yields (positions int [r], float64 [r, dim]) blocks."""
+  if hasattr(vectors, 'blocks'):
+    return lambda: ((at, block.astype(np.float64))
+                    for at, block in vectors.blocks())
+  return lambda: ((np.arange(lo, min(lo + _BLOCK_ROWS, len(vectors))),
+                   vectors[lo:lo + _BLOCK_ROWS].astype(np.float64))
+                  for lo in range(0, len(vectors), _BLOCK_ROWS))
+
+
 def shrinkage(residuals):
   """Schaefer-Strimmer intensity toward the diagonal (their target D).
+
+  The in-memory form of what `moments` computes a block at a time.
 
   Args:
     residuals: float64 [n, dim], vectors minus their class mean.
@@ -152,13 +214,24 @@ def shrinkage(residuals):
     float in [0, 1]: the estimated variance of the sample correlations over
     their squared size, off the diagonal.
   """
-  n = len(residuals)
   z = residuals - residuals.mean(0)
   z /= z.std(0) + 1e-12
   squares = z * z
-  mean_products = z.T @ z / n
+  return _intensity(len(z), z.T @ z / len(z), (squares.sum(1) ** 2).sum(),
+                    (squares ** 2).sum())
+
+
+def _intensity(n, mean_products, row_sums, squared_sum):
+  """The intensity from sums over the n standardized residuals z [n, dim].
+
+  Args:
+    n: number of residuals.
+    mean_products: float64 [dim, dim], z.T @ z / n.
+    row_sums: sum over rows of (sum_j z_ij^2)^2.
+    squared_sum: sum of z_ij^4.
+  """
   # Sum over i != j of the variance of z_i z_j, without the [n, dim, dim] array.
-  spread = ((squares.sum(1) ** 2).sum() - (squares ** 2).sum()
+  spread = (row_sums - squared_sum
             - n * ((mean_products ** 2).sum()
                    - (np.diag(mean_products) ** 2).sum()))
   variance = n / (n - 1) ** 3 * spread
