@@ -246,18 +246,9 @@ def _trust(head, data, num_classes):
   head, calibrated = calibration.calibrate(head, validation, testing)
   unknown = open_set.fit(data['training'], validation,
                          num_classes=num_classes)
-  head = dataclasses.replace(head, unknown=unknown)
-  figures = None if unknown is None else {
-      'method': 'mahalanobis', 'percentile': unknown.percentile,
-      'threshold': unknown.threshold,
-      'validation_unknown_rate': open_set.unknown_rate(unknown, validation[0]),
-      'test_unknown_rate': open_set.unknown_rate(unknown, testing[0])}
-  if figures:
-    logging.info('"Unknown" at the default threshold: %s of the validation '
-                 'and %s of the test photos.',
-                 _percent(figures['validation_unknown_rate']),
-                 _percent(figures['test_unknown_rate']))
-  return head, {'calibration': calibrated, 'unknown': figures}
+  return (dataclasses.replace(head, unknown=unknown),
+          {'calibration': calibrated, 'unknown': open_set.figures(
+              unknown, validation[0], testing[0])})
 
 
 def _int8_backbone(config, float_backbone, photos, keep=True):

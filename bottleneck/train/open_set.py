@@ -245,3 +245,26 @@ def unknown_rate(open_set, vectors, threshold=1.0):
   if open_set is None or not len(vectors):
     return None
   return float(np.mean(open_set.scores(vectors) > threshold))
+
+
+def figures(open_set, validation, testing):
+  """metrics.json's 'unknown' dict, and its log line.
+
+  Args:
+    open_set: an `OpenSet`, or None.
+    validation, testing: float32 vectors [n, feature_dim] of those photos.
+
+  Returns:
+    {'method', 'percentile', 'threshold', 'validation_unknown_rate',
+    'test_unknown_rate'}, or None without a score.
+  """
+  if open_set is None:
+    return None
+  rates = [unknown_rate(open_set, v) for v in (validation, testing)]
+  logging.info('"Unknown" at the default threshold: %s of the validation and '
+               '%s of the test photos.', *(
+                   'none measured' if r is None else f'{r:.1%}'
+                   for r in rates))
+  return {'method': 'mahalanobis', 'percentile': open_set.percentile,
+          'threshold': open_set.threshold,
+          'validation_unknown_rate': rates[0], 'test_unknown_rate': rates[1]}
