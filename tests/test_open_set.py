@@ -3,6 +3,7 @@
 import json
 import os
 
+from ai_edge_litert import interpreter as litert
 import conftest
 import numpy as np
 import pytest
@@ -158,6 +159,12 @@ def test_every_export_returns_the_unknown_score(open_run):
   for form, scores in got.items():
     np.testing.assert_allclose(np.asarray(scores), expected, rtol=1e-3,
                                err_msg=form)
+  # A client that reads output 0, as for retrain.py's .tflite, gets the
+  # probabilities [batch, classes], whatever order the converter chose.
+  for path in (os.path.join(flags['saved_model_dir'], 'classifier.tflite'),
+               flags['tflite_output_file'], flags['tflite_int8_output_file']):
+    details = litert.Interpreter(model_path=path).get_output_details()
+    assert [list(d['shape']) for d in details] == [[1, 3], [1]], path
   int8 = quantize.int8_backbone(backbone, flags['bottleneck_dir'],
                                 calibration=lambda: pytest.fail('converted'))
   np.testing.assert_allclose(

@@ -179,7 +179,9 @@ def _named_outputs(data, structured):
 
   Freezing the function loses its output names, and the converter calls them
   output_0, output_1, ... in the order tf.nest flattens the dict (sorted
-  keys); a reader finds them by name (`tflite.Runner`).
+  keys); a reader finds them by name (`tflite.Runner`). The model's outputs
+  are put in that order too: the converter may list them otherwise, and a
+  client that reads output 0 must get the first key ('probabilities').
   """
   if not isinstance(structured, dict):
     return data
@@ -189,6 +191,9 @@ def _named_outputs(data, structured):
     for output in signature.outputs:
       index = int(output.name.decode().rpartition('_')[2])
       output.name = names[index].encode()
+    signature.outputs.sort(key=lambda output: names.index(output.name.decode()))
+    model.subgraphs[signature.subgraphIndex].outputs = np.array(
+        [output.tensorIndex for output in signature.outputs], np.int32)
   return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
