@@ -82,11 +82,9 @@ FEATURE_FIELDS = ('tfhub_module', 'keras_weights', 'image_size', 'image_sizes',
                   'backbone_precision', 'bottleneck_layers', 'fine_tune_blocks',
                   'mirror_average')
 
-_SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
-flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
+flags.DEFINE_string('flowers', measure.FLOWERS,
                     'Folder of photos, one subfolder per class.')
-flags.DEFINE_string('weights', os.path.join(
-    _SHARED, 'weights', 'mobilenet_v2_1.0_224_no_top.weights.h5'),
+flags.DEFINE_string('weights', measure.WEIGHTS,
                     'MobileNetV2 weights file.')
 flags.DEFINE_integer('folds', 5, 'Number of cross-validation folds.')
 flags.DEFINE_integer('photos_per_class', 0,

@@ -58,14 +58,12 @@ from bottleneck.features import probe
 from bottleneck.features import runtimes
 from bottleneck.features import shards
 
-_SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('work_dir', os.path.join(measure.ROOT, 'bench', '_work',
                                              'beam'),
                     'Folder for the caches (emptied at every run).')
-flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
+flags.DEFINE_string('flowers', measure.FLOWERS,
                     'The photos.')
-flags.DEFINE_string('weights', os.path.join(
-    _SHARED, 'weights', 'mobilenet_v2_1.0_224_no_top.weights.h5'),
+flags.DEFINE_string('weights', measure.WEIGHTS,
                     'MobileNetV2 weights file.')
 flags.DEFINE_integer('workers', 2, 'Beam worker processes.')
 flags.DEFINE_integer('repeats', 3, 'Rounds of the three runs (medians).')
@@ -82,23 +80,14 @@ def beam_run(folder, backbone, bottleneck_dir, workers):
   shards into the journal), timed from inside the stage.
   """
   parts = {'fold': 0.0}
-  fold = shards.fold
 
-  def timed_fold(*args, **kwargs):
-    start = time.perf_counter()
-    try:
-      return fold(*args, **kwargs)
-    finally:
-      parts['fold'] += time.perf_counter() - start
+  def add_fold(seconds):
+    parts['fold'] += seconds
 
-  run_pipeline = beam_stage._run_pipeline  # pylint: disable=protected-access
-
-  def timed_pipeline(*args, **kwargs):
-    start = time.perf_counter()
-    try:
-      return run_pipeline(*args, **kwargs)
-    finally:
-      parts['pipeline'] = time.perf_counter() - start
+  timed_fold = measure.timed(shards.fold, add_fold)
+  timed_pipeline = measure.timed(
+      beam_stage._run_pipeline,  # pylint: disable=protected-access
+      lambda seconds: parts.update(pipeline=seconds))
 
   stage = beam_stage.BeamStage(
       backbone, bottleneck_dir, 'DirectRunner',

@@ -23,6 +23,23 @@ from bottleneck.data import decode
 from bottleneck.data import images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real data every benchmark reads by default (../shared/data/README.md).
+SHARED = os.path.join(ROOT, '..', 'shared', 'data')
+FLOWERS = os.path.join(SHARED, 'flower_photos')
+WEIGHTS = os.path.join(SHARED, 'weights',
+                       'mobilenet_v2_1.0_224_no_top.weights.h5')
+
+
+def timed(function, record):
+  """function, wrapped to call record(seconds) after each call, also when
+  it raises (for mock.patch: the time of one step inside a whole stage)."""
+  def wrapper(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+      return function(*args, **kwargs)
+    finally:
+      record(time.perf_counter() - start)
+  return wrapper
 
 
 # seconds: the whole stage; compute_seconds: the part of it that computes the
@@ -55,15 +72,8 @@ def cache_stage(folder, backbone, bottleneck_dir, *, engine, choose=None):
     A `Stage`.
   """
   compute_seconds = []
-  compute = cache._compute  # pylint: disable=protected-access
-
-  def timed_compute(*args, **kwargs):
-    start = time.perf_counter()
-    try:
-      return compute(*args, **kwargs)
-    finally:
-      compute_seconds.append(time.perf_counter() - start)
-
+  timed_compute = timed(cache._compute,  # pylint: disable=protected-access
+                        compute_seconds.append)
   start = time.perf_counter()
   with mock.patch.object(cache, '_compute', timed_compute):
     _, photos = images.find_photos(folder)

@@ -49,13 +49,11 @@ from bottleneck.data import decode
 from bottleneck.train import recipes
 from bottleneck.data import images
 
-_SHARED = os.path.join(measure.ROOT, '..', 'shared', 'data')
 flags.DEFINE_string('work_dir', os.path.join(measure.ROOT, 'bench', '_work'),
                     'Folder for generated photos, caches and models.')
-flags.DEFINE_string('flowers', os.path.join(_SHARED, 'flower_photos'),
+flags.DEFINE_string('flowers', measure.FLOWERS,
                     'The flower photos.')
-flags.DEFINE_string('weights', os.path.join(
-    _SHARED, 'weights', 'mobilenet_v2_1.0_224_no_top.weights.h5'),
+flags.DEFINE_string('weights', measure.WEIGHTS,
                     'MobileNetV2 weights file.')
 flags.DEFINE_integer('photos', 0, 'Use only this many of the flower photos, '
                      'taken in turn from each class (for a quick check of the '

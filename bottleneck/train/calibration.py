@@ -105,24 +105,24 @@ def calibrate(head, validation, testing):
   temperature = fit_temperature(head, validation)
   calibrated = scaled(head, temperature)
   vectors, classes = testing
-  before = expected_calibration_error(
-      head.probabilities(vectors), classes) if len(vectors) else None
-  after = expected_calibration_error(
-      calibrated.probabilities(vectors), classes) if len(vectors) else None
-  nll = [_cross_entropy(h, vectors, classes) if len(vectors) else None
-         for h in (head, calibrated)]
+  (before, nll_before), (after, nll_after) = (
+      _scores(h, vectors, classes) for h in (head, calibrated))
   logging.info('Calibration: temperature %.3f; expected calibration error on '
                'the test photos %s before, %s after.', temperature,
                _percent(before), _percent(after))
   return calibrated, {'temperature': temperature, 'ece_before': before,
-                      'ece_after': after, 'nll_before': nll[0],
-                      'nll_after': nll[1], 'bins': config_lib.ECE_BINS}
+                      'ece_after': after, 'nll_before': nll_before,
+                      'nll_after': nll_after, 'bins': config_lib.ECE_BINS}
 
 
-def _cross_entropy(head, vectors, classes):
-  """Mean cross entropy (nats) of a head on vectors [n, d], classes [n]."""
+def _scores(head, vectors, classes):
+  """(ECE, mean cross entropy in nats) of a head on vectors [n, d] with true
+  classes [n], from one pass of the head; (None, None) for no vectors."""
+  if not len(vectors):
+    return None, None
   log_probabilities = head.log_probabilities(np.asarray(vectors))
-  return float(-log_probabilities[np.arange(len(classes)), classes].mean())
+  return (expected_calibration_error(np.exp(log_probabilities), classes),
+          float(-log_probabilities[np.arange(len(classes)), classes].mean()))
 
 
 def _percent(value):
