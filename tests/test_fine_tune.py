@@ -233,5 +233,22 @@ def test_flag_combinations_that_cannot_work(tmp_path, hub_module, capsys):
   assert not os.path.exists(outputs['saved_model_dir'])
 
 
+def test_records_above_the_memory_budget_stop_before_the_cache(tmp_path,
+                                                                capsys):
+  conftest.write_photos(tmp_path / 'photos', per_class=4)
+  outputs = conftest.output_flags(tmp_path)
+  assert conftest.run_retrain(
+      image_dir=str(tmp_path / 'photos'), tfhub_module='keras:mobilenet_v2',
+      keras_weights='none', image_sizes=str(SIZE), fine_tune_blocks=1,
+      vector_memory_mb=0.01, **outputs) == 2
+  err = capsys.readouterr().err
+  assert 'Traceback' not in err
+  assert 'above --vector_memory_mb 0.01. Pass --vector_memory_mb' in err
+  assert not os.path.exists(outputs['saved_model_dir'])
+  cache_dir = outputs['bottleneck_dir']  # Nothing was computed.
+  assert not os.path.isdir(cache_dir) or not [
+      name for name in os.listdir(cache_dir) if name.endswith('.h5')]
+
+
 if __name__ == '__main__':
   sys.exit(pytest.main([__file__]))

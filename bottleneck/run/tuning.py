@@ -15,6 +15,7 @@ The records live beside the vectors, one file per view and cut:
 import math
 import numpy as np
 
+from bottleneck import errors
 from bottleneck.data import images
 from bottleneck.features import cache
 from bottleneck.features import probe
@@ -33,7 +34,12 @@ def cache_records(config, split, photos):
   Returns:
     (`cache.CacheResult` of the photos' records, {digest: float16 record} of
     the training photos' mirror images).
+
+  Raises:
+    errors.UsageError: what the run holds in memory passes
+      --vector_memory_mb (`check_memory`); nothing has been computed then.
   """
+  check_memory(config, split, len(photos))
   view = split.view_backbone('photo')
   cached = cache.cache_bottlenecks(photos, view, config.bottleneck_dir,
                                    engine=probe.for_config(config, view),
@@ -50,6 +56,40 @@ def cache_records(config, split, photos):
                                     memory_mb=math.inf)
   return cached, dict(zip((p.digest for p in flipped.photos),
                           flipped.vectors))
+
+
+def check_memory(config, split, photo_count):
+  """Refuses a fine-tuning run whose records would pass the memory budget.
+
+  Fine-tuning holds what the head's recipe streams above --vector_memory_mb:
+  every photo's float16 record, the training photos' mirror-image records,
+  and the float32 features of every photo twice (those of the pretrained
+  blocks for the linear head, then of the tuned ones). Rather than pass the
+  budget the user set, the run stops before the cache stage and says what it
+  needs.
+
+  Args:
+    config: the run's `config.RetrainConfig`.
+    split: the `blocks.Split`.
+    photo_count: number of photos listed.
+
+  Raises:
+    errors.UsageError: the estimate passes config.vector_memory_mb.
+  """
+  training_share = 1 - (config.testing_percentage +
+                        config.validation_percentage) / 100
+  per_photo = (2 * split.record_dim * (1 + training_share) +
+               2 * 4 * split.backbone.feature_dim)
+  needed = photo_count * per_photo / 2**20
+  if needed > config.vector_memory_mb:
+    raise errors.UsageError(
+        f'--fine_tune_blocks {config.fine_tune_blocks} holds the records and '
+        f'features of all {photo_count:,} photos in memory, about '
+        f'{math.ceil(needed):,} MiB, above --vector_memory_mb '
+        f'{config.vector_memory_mb:g}. Pass --vector_memory_mb '
+        f'{math.ceil(needed):,} or more if the machine has that much memory, '
+        'or train without --fine_tune_blocks: the head alone streams its '
+        'vectors from the cache.')
 
 
 def train(config, split, data, flipped, *, training_photos, num_classes,
