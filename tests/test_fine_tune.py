@@ -22,7 +22,6 @@ from bottleneck.features import backbones
 from bottleneck.features import blocks
 from bottleneck.train import fine_tune
 from bottleneck.train import head as head_lib
-from bottleneck.run import tuning
 
 SIZE = 64  # MobileNetV2's final resolution is then 2x2.
 WEIGHTS = os.path.join(conftest.SHARED_DATA, 'weights',
