@@ -89,15 +89,15 @@ from bottleneck.features import segments
 config.STORE_MERGE_FACTOR = {MERGE_FACTOR}
 real_write = segments.write
 
-def slow_write(path, backbone, digests, blocks, merged=()):
+def slow_write(path, backbone, digests, blocks, merged=(), **kwargs):
   if not merged:
-    return real_write(path, backbone, digests, blocks)
+    return real_write(path, backbone, digests, blocks, **kwargs)
   print({COMPACTION_MARKER!r}, file=sys.stderr, flush=True)
   def slow():
     for block in blocks:
       yield block
     time.sleep({COMPACTION_SECONDS / 2})
-  written = real_write(path, backbone, digests, slow(), merged)
+  written = real_write(path, backbone, digests, slow(), merged, **kwargs)
   time.sleep({COMPACTION_SECONDS / 2})  # Renamed; its inputs not removed yet.
   return written
 segments.write = slow_write
