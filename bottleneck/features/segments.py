@@ -9,18 +9,22 @@ fsynced and renamed, and never changed after:
       attrs:     format, backbone, identity, image_size, feature_dim,
                  preprocessing; merged: int64 [m], the segments it replaces
                  (a compaction's output), else empty
-      digests:   |S64 [rows]            hex SHA-256 of each photo's bytes
+      digests:   uint8 [rows, 32]       SHA-256 of each photo's bytes (format
+                 3; format 2: |S64 [rows], the same in hex)
       order:     int64 [rows]           the rows in ascending digest order
                  (format 3), so that opening sorts nothing (`digest_index`;
                  format 2 has none: its digests are sorted when opened)
       vectors:   [rows, dim] float16 (format 3, `config.STORE_VECTOR_DTYPE`)
-                 or float32 (format 2, or a segment with a value beyond
-                 float16's range, +-65504); row i is the vector of digests[i]
+                 or float32 (format 2, or a segment float16 cannot hold:
+                 `NotFloat16`); row i is the vector of digests[i]
       (all chunked with Fletcher-32 checksums: a flipped byte fails the
       read instead of serving a wrong vector)
 
 Float16 keeps 11 significant bits: a vector read back differs from the one
-computed by at most 2**-11 (4.9e-4) of each value. On the flower photos'
+computed by at most 2**-11 (4.9e-4) of each value, or of its largest value
+for values below 6.1e-5; a segment whose vectors float16 cannot keep so
+(a value beyond +-65504, a vector whose largest value is below 6.1e-5, as
+untrained backbones give) is written as float32 instead. On the flower photos'
 2,176-wide vectors that changed no test accuracy or unknown rate measured
 (README.md, The bottleneck cache).
 
@@ -45,8 +49,13 @@ BLOCK_ROWS = 4096  # Rows read or copied at a time: memory stays bounded.
 _CHUNK_ROWS = 64
 
 
-class Float16Overflow(ValueError):
-  """A vector holds a finite value beyond float16's range (+-65504)."""
+class NotFloat16(ValueError):
+  """Float16 would change a vector by more than 2**-11 of its largest value.
+
+  A finite value beyond float16's range (+-65504) would become inf; a vector
+  whose largest value is below float16's smallest normal number (6.1e-5)
+  would be rounded by more than 2**-11 of it (or become zeros).
+  """
 
 
 class DamagedVectors(errors.DataError):
@@ -115,12 +124,17 @@ def check(number, path, backbone):
     if f.attrs.get('identity') != backbone.identity:
       raise ValueError(f'it holds vectors of another backbone '
                        f'({f.attrs.get("backbone")})')
-    hexes = f['digests'][:]
+    stored = f['digests'][:]
     vectors = f['vectors']
-    if vectors.shape != (len(hexes), backbone.feature_dim):
+    if vectors.shape != (len(stored), backbone.feature_dim):
       raise ValueError(f'{vectors.shape[0]} vectors of {vectors.shape[1]} '
-                       f'for {len(hexes)} digests of {backbone.feature_dim}')
-    digests = digest_index.from_hex_array(hexes)
+                       f'for {len(stored)} digests of {backbone.feature_dim}')
+    if stored.ndim == 1:  # Format 2: hex.
+      digests = digest_index.from_hex_array(stored)
+    elif stored.shape[1:] == (32,) and stored.dtype == np.uint8:
+      digests = np.ascontiguousarray(stored).view('S32').reshape(-1)
+    else:
+      raise ValueError(f'digests of {stored.dtype} {stored.shape}')
     order = f['order'][:] if 'order' in f else None
     merged = tuple(int(n) for n in f.attrs.get('merged', ()))
   return Segment(number, path, digest_index.SortedDigests(digests, order),
@@ -143,8 +157,8 @@ def write(path, backbone, digests, blocks, merged=(), dtype=None):
     The bytes written.
 
   Raises:
-    Float16Overflow: float16, and a vector holds a finite value beyond its
-      range (nothing is left on disk; write it as float32).
+    NotFloat16: float16 cannot hold the vectors within 2**-11 of their
+      largest values (nothing is left on disk; write them as float32).
   """
   tmp = f'{path}.tmp{os.getpid()}'
   count, dim = len(digests), backbone.feature_dim
@@ -160,11 +174,12 @@ def write(path, backbone, digests, blocks, merged=(), dtype=None):
                        image_size=list(backbone.image_size),
                        feature_dim=dim, preprocessing=backbone.preprocessing,
                        merged=np.asarray(merged, np.int64))
-      # Not digests.tolist(): numpy drops a |S32 value's trailing zero bytes.
-      hexes = np.frombuffer(np.ascontiguousarray(digests).tobytes().hex()
-                            .encode('ascii'), 'S64')
-      out.create_dataset('digests', data=hexes, chunks=(min(count, 1024) or 1,),
-                         maxshape=(None,), fletcher32=True)
+      # Bytes, not strings: numpy and HDF5 strings drop trailing zero bytes.
+      out.create_dataset(
+          'digests', data=np.frombuffer(np.ascontiguousarray(digests).tobytes(),
+                                        np.uint8).reshape(count, 32),
+          chunks=(min(count, 4096) or 1, 32), maxshape=(None, 32),
+          fletcher32=True)
       out.create_dataset('order', data=order.astype('<i8'),
                          chunks=(min(count, 4096) or 1,), maxshape=(None,),
                          fletcher32=True)
@@ -190,15 +205,19 @@ def write(path, backbone, digests, blocks, merged=(), dtype=None):
 
 
 def _cast(block, dtype):
-  """block as dtype; Float16Overflow rather than a finite value made inf."""
-  cast = np.asarray(block).astype(dtype)
-  if dtype.itemsize == 2 and np.isinf(cast).any():
-    beyond = np.isinf(cast) & np.isfinite(block)
-    if beyond.any():
-      raise Float16Overflow(
-          f'a vector holds {np.asarray(block)[beyond].flat[0]:g}, beyond '
-          f'float16\'s range (+-{np.finfo(np.float16).max:g})')
-  return cast
+  """[r, dim] block as dtype; NotFloat16 rather than a vector float16 spoils."""
+  block = np.asarray(block)
+  if dtype.itemsize == 2 and block.dtype != np.float16 and block.size:
+    largest = np.abs(block).max(axis=1)
+    info = np.finfo(np.float16)
+    wrong = ((largest > info.max) & np.isfinite(largest) |
+             (largest > 0) & (largest < info.tiny))
+    if wrong.any():
+      raise NotFloat16(
+          f'a vector whose largest value is {largest[wrong][0]:g}, which '
+          f'float16 cannot keep within 2**-11 (its normal numbers are '
+          f'{info.tiny:.2g} to {info.max:g})')
+  return block.astype(dtype)
 
 
 class StoredVectors:

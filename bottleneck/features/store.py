@@ -224,7 +224,7 @@ class VectorStore:
       hit = at >= 0
       where = np.flatnonzero(hit) if todo is None else todo[hit]
       segment[where] = i
-      row[where] = s.index.rows[at[hit]]
+      row[where] = at[hit]
       todo = np.flatnonzero(~hit) if todo is None else todo[~hit]
       if not len(todo):
         break
@@ -253,14 +253,12 @@ class VectorStore:
     """Writes the rows of the segments `group` into one; False if damaged."""
     inputs = [self._segments[n] for n in group]
     # Each input's rows in its file's order, so that reading is sequential.
-    in_file_order = [np.argsort(s.index.rows, kind='stable') for s in inputs]
+    rows, digests = zip(*[s.index.in_file_order() for s in inputs])
     lazy = segments.StoredVectors(
         [s.path for s in inputs],
-        np.repeat(np.arange(len(inputs)), [len(s.index) for s in inputs]),
-        np.concatenate([s.index.rows[o] for s, o in zip(inputs, in_file_order)
-                        ]), self._dtype, self._dim)
-    digests = np.concatenate([s.index.keys[o] for s, o in zip(
-        inputs, in_file_order)])
+        np.repeat(np.arange(len(inputs)), [len(r) for r in rows]),
+        np.concatenate(rows), self._dtype, self._dim)
+    digests = np.concatenate(digests)
     number = self._next_number()
     path = segments.new_path(self.path, number)
     try:
@@ -282,7 +280,7 @@ class VectorStore:
     Args:
       path, digests, merged: as for `segments.write`.
       blocks: function -> a new iterable of the rows' blocks (called again if
-        float16 overflows).
+        float16 cannot hold them).
 
     Returns:
       The bytes written.
@@ -293,7 +291,7 @@ class VectorStore:
         with disk_errors.machine_errors(path, 'write'):
           return segments.write(path, self._backbone, digests, blocks(),
                                 merged=merged, dtype=dtype)
-      except segments.Float16Overflow as e:
+      except segments.NotFloat16 as e:
         logging.warning('%s: %s; this segment keeps its vectors as float32.',
                         path, e)
         dtype = 'float32'
