@@ -64,6 +64,7 @@ from bottleneck.data import decode
 from bottleneck.data import images
 from bottleneck import predict
 from bottleneck.features import journal
+from bottleneck.features import runtimes
 from bottleneck.features import segments
 from bottleneck.features import store
 
@@ -278,7 +279,9 @@ class Harness:
         pixels = decode.load_image(photo.path, self.backbone.image_size)
         self.reference[photo.digest] = self.backbone.features(
             pixels[np.newaxis].astype(np.float32) / 255).numpy()[0]
-      if not np.allclose(vector, self.reference[photo.digest], atol=1e-5):
+      # The store keeps float16: rounded by at most 2**-11 of each value.
+      if not np.allclose(vector, self.reference[photo.digest],
+                         rtol=runtimes.STORE_ROUNDING, atol=1e-5):
         problems.append(f'wrong vector served for {photo.path}')
     return problems
 

@@ -72,9 +72,10 @@ STORE_MERGE_FACTOR = 4
 # streamed; it rounds each value by at most 2**-11 (4.9e-4) of it. On the
 # flower photos' 2,176-wide vectors it changed nothing measured (largest
 # rounding error 4.8e-4 of a vector's largest value; head test accuracy 91.24%
-# either way; the same unknown rates). A segment with a value beyond
-# float16's range (+-65504) keeps float32, with a warning: never inf.
-STORE_VECTOR_DTYPE = 'float32'
+# either way; the same unknown rates). A segment that float16 cannot hold so
+# (a value beyond +-65504, or a vector whose largest value is below 6.1e-5,
+# as untrained backbones give) keeps float32, with a warning: never inf or 0.
+STORE_VECTOR_DTYPE = 'float16'
 # Above this many MiB of float32 vectors, the head is trained and evaluated
 # on vectors streamed from the store in blocks (features/segments.py,
 # StoredVectors) instead of held in memory: a full pass then reads them from

@@ -1,4 +1,4 @@
-"""Tests of the segment format: sorted digests (opening sorts nothing)."""
+"""Tests of the segment format: sorted digests (opening sorts nothing), float16."""
 
 import glob
 import hashlib
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bottleneck.features import digest_index
+from bottleneck.features import runtimes
 from bottleneck.features import segments
 from bottleneck.features import store
 
@@ -139,6 +140,44 @@ def test_write_refuses_a_digest_twice(tmp_path):
     segments.write(str(tmp_path / 'v.seg-1.h5'), backbone(), digests,
                    [vectors([1, 2, 1])])
   assert not glob.glob(str(tmp_path / '*'))
+
+
+def test_vectors_are_float16_on_disk_and_float32_when_read(tmp_path):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(6, DIM)).astype(np.float32) * [1, 100, 1e-3, 3e4]
+  s = open_store(tmp_path)
+  s.append([sha(i) for i in range(6)], x)
+  s.commit()
+  with h5py.File(tmp_path / 'v.seg-1.h5', 'r') as f:
+    assert f['vectors'].dtype == np.float16
+  got = open_store(tmp_path).read([sha(i) for i in range(6)])
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got, x.astype(np.float16))
+  # Rounded by at most 2**-11 of each value (tiny ones: float16's subnormals).
+  np.testing.assert_allclose(got, x, rtol=runtimes.STORE_ROUNDING, atol=6e-8)
+  assert runtimes.relative_difference(x, got) <= runtimes.STORE_ROUNDING
+
+
+@pytest.mark.parametrize('odd', [
+    [1.0, 70000.0, -3.0, 0.5],  # Beyond +-65504: float16 would make it inf.
+    [2e-10, 0.0, -1e-12, 5e-9],  # An untrained backbone's: float16 makes 0s.
+])
+def test_vectors_float16_cannot_hold_keep_their_segment_float32(
+    tmp_path, caplog, odd):
+  s = open_store(tmp_path, merge_factor=2)
+  s.append([sha(0)], vectors([0]))
+  s.commit()
+  odd = np.array([odd], np.float32)
+  s.append([sha(1)], odd)
+  s.commit()  # Its own segment (level 0 with the first), then their merge.
+  assert 'float16 cannot keep within 2**-11' in caplog.text
+  assert 'keeps its vectors as float32' in caplog.text
+  [path] = glob.glob(str(tmp_path / 'v.seg-*.h5'))
+  with h5py.File(path, 'r') as f:
+    assert f['vectors'].dtype == np.float32 and len(f['vectors']) == 2
+  np.testing.assert_array_equal(open_store(tmp_path).read([sha(1), sha(0)]),
+                                np.concatenate([odd, vectors([0])]))
+  assert not glob.glob(str(tmp_path / '*.tmp*'))
 
 
 if __name__ == '__main__':

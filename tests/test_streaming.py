@@ -34,6 +34,8 @@ def stored(tmp_path, hub_module, monkeypatch):
   for start in range(0, 300, 70):  # Several segments.
     s.append(digests[start:start + 70], vectors[start:start + 70])
     s.commit()
+  # As the store keeps them (float16): streamed and in memory, the same values.
+  vectors = s.read(digests)
   order = rng.permutation(300)
   return labels, vectors, s.vectors([digests[i] for i in order]), order
 
