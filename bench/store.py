@@ -251,8 +251,8 @@ def main(work_dir, memory_budgets, sizes=SIZES):
             f'{b["streamed"]}; test accuracy {a["accuracy"]:.3f} / '
             f'{b["accuracy"]:.3f}; segments {a["segments"]} / '
             f'{b["segments"]}; add seconds, {rounds} runs, from '
-            '{:.3f}-{:.3f} / {:.3f}-{:.3f} -->'.format(*a['add_range'],
-                                                      *b['add_range']))
+            f'{a["add_range"][0]:.3f}-{a["add_range"][1]:.3f} / '
+            f'{b["add_range"][0]:.3f}-{b["add_range"][1]:.3f} -->')
   for name, a, b, fmt, target in rows:
     ratio = b / a if a else float('nan')
     verdict = '' if target is None else (
