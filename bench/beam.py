@@ -18,7 +18,8 @@ its `auto` layers, the weights in ../shared/data), from empty caches:
 
 It prints the CPU, both stages' times, the overhead ratio (Beam / local on
 the same cores), that the two caches hold the same vectors (within
-runtimes.TOLERANCE), and a PROJECTION for --target photos on N workers:
+runtimes.tolerance(2): TOLERANCE and the float16 rounding of each cache), and
+a PROJECTION for --target photos on N workers:
 fixed cost + target x (worker-seconds per photo) / N for the pipeline, plus
 what stays on the driver (listing and hashing every photo, folding the
 shards), at the rates measured here. A projection assumes workers as fast as
@@ -195,7 +196,8 @@ def main(argv):
                 median['fold'])
   table.vectors_agreement('Beam vectors against the local stage\'s',
                           runtimes.relative_difference(a, b),
-                          runtimes.min_cosine(a, b), runtimes.TOLERANCE)
+                          runtimes.min_cosine(a, b),
+                          runtimes.tolerance(stored_sides=2))
 
   # Worker-seconds per photo, without the fixed cost.
   per_photo = ((median['pipeline'] - median['half']) * FLAGS.workers /

@@ -98,4 +98,4 @@ def agreement_row(table, med, *, backbone, engine, flowers_dir, cached_dir,
       f'{len(by_tensorflow.photos):,} flower photos',
       runtimes.relative_difference(by_tensorflow.vectors, by_default.vectors),
       runtimes.min_cosine(by_tensorflow.vectors, by_default.vectors),
-      runtimes.TOLERANCE)
+      runtimes.tolerance(stored_sides=2))

@@ -64,6 +64,7 @@ from bottleneck.data import decode
 from bottleneck.data import images
 from bottleneck import predict
 from bottleneck.features import journal
+from bottleneck.features import runtimes
 from bottleneck.features import segments
 from bottleneck.features import store
 
@@ -89,15 +90,15 @@ from bottleneck.features import segments
 config.STORE_MERGE_FACTOR = {MERGE_FACTOR}
 real_write = segments.write
 
-def slow_write(path, backbone, digests, blocks, merged=()):
+def slow_write(path, backbone, digests, blocks, merged=(), **kwargs):
   if not merged:
-    return real_write(path, backbone, digests, blocks)
+    return real_write(path, backbone, digests, blocks, **kwargs)
   print({COMPACTION_MARKER!r}, file=sys.stderr, flush=True)
   def slow():
     for block in blocks:
       yield block
     time.sleep({COMPACTION_SECONDS / 2})
-  written = real_write(path, backbone, digests, slow(), merged)
+  written = real_write(path, backbone, digests, slow(), merged, **kwargs)
   time.sleep({COMPACTION_SECONDS / 2})  # Renamed; its inputs not removed yet.
   return written
 segments.write = slow_write
@@ -278,7 +279,9 @@ class Harness:
         pixels = decode.load_image(photo.path, self.backbone.image_size)
         self.reference[photo.digest] = self.backbone.features(
             pixels[np.newaxis].astype(np.float32) / 255).numpy()[0]
-      if not np.allclose(vector, self.reference[photo.digest], atol=1e-5):
+      # The store keeps float16: rounded by at most 2**-11 of each value.
+      if not np.allclose(vector, self.reference[photo.digest],
+                         rtol=runtimes.STORE_ROUNDING, atol=1e-5):
         problems.append(f'wrong vector served for {photo.path}')
     return problems
 

@@ -86,7 +86,7 @@ def test_beam_run_computes_what_a_local_run_would(tmp_path, hub_module,
   paths = sorted(expected)
   assert runtimes.relative_difference(
       np.stack([expected[p] for p in paths]),
-      np.stack([got[p] for p in paths])) <= runtimes.TOLERANCE
+      np.stack([got[p] for p in paths])) <= runtimes.tolerance(stored_sides=2)
   # The shards are folded in and gone.
   assert not os.listdir(beam_stage.runs_folder(
       str(tmp_path / 'beam' / 'bottlenecks'), backbone))
@@ -150,8 +150,9 @@ def test_only_complete_runs_whose_every_record_checks_are_folded(
   assert os.listdir(tmp_path / 'runs') == []  # Folded or discarded, all.
   for digest, _ in killed + torn + flipped:
     assert digest not in vectors
-  np.testing.assert_array_equal(vectors.read([d for d, _ in good]),
-                                np.stack([v for _, v in good]))
+  np.testing.assert_array_equal(vectors.read([d for d, _ in good]),  # float16:
+                                np.stack([v for _, v in good]).astype(
+                                    np.float16))
   vectors.close()
 
 

@@ -99,7 +99,7 @@ def test_backbones_never_share_vectors(tmp_path):
   with h5py.File(second_files[0], 'r') as f:
     assert f.attrs['identity'] == second.identity
     assert list(f.attrs['image_size']) == [16, 16]
-    assert f['vectors'].shape == (9, 3) and f['digests'].shape == (9,)
+    assert f['vectors'].shape == (9, 3) and f['digests'].shape == (9, 32)
 
 
 def test_undecodable_photos_are_skipped_with_a_reason(tmp_path, hub_module):

@@ -305,7 +305,8 @@ def test_adding_k_photos_writes_only_a_segment_of_k(tmp_path, backbone,
                                                before.st_mtime_ns)
   np.testing.assert_array_equal(s.read(digests(3, cached + 17) + digests(2)),
                                 np.concatenate([wide_vectors(20, cached)[17:],
-                                                wide_vectors(cached)[:2]]))
+                                                wide_vectors(cached)[:2]]
+                                               ).astype(np.float16))
 
 
 def test_compaction_merges_levels_and_keeps_every_vector(tmp_path, backbone):

@@ -34,6 +34,8 @@ def stored(tmp_path, hub_module, monkeypatch):
   for start in range(0, 300, 70):  # Several segments.
     s.append(digests[start:start + 70], vectors[start:start + 70])
     s.commit()
+  # As the store keeps them (float16): streamed and in memory, the same values.
+  vectors = s.read(digests)
   order = rng.permutation(300)
   return labels, vectors, s.vectors([digests[i] for i in order]), order
 
@@ -81,6 +83,29 @@ def test_the_unknown_score_is_the_same_from_lazy_vectors(
                              rtol=1e-9, atol=1e-9)
   assert 0.01 < alpha < 0.99
   np.testing.assert_allclose(alpha, open_set.shrinkage(residuals), rtol=1e-6)
+
+
+def test_the_retrain_head_is_the_same_from_lazy_vectors_read_in_passes(
+    tmp_path, hub_module, monkeypatch):
+  labels, vectors, lazy, order = stored(tmp_path, hub_module, monkeypatch)
+  labels, vectors = labels[order], vectors[order]
+  reads, real = [], segments.StoredVectors.__array__
+
+  def counted(self, *args, **kwargs):
+    reads.append(len(self))
+    return real(self, *args, **kwargs)
+  monkeypatch.setattr(segments.StoredVectors, '__array__', counted)
+  schedule = head_lib.Schedule(steps=40, learning_rate=0.05,
+                               train_batch_size=20, eval_step_interval=7,
+                               validation_batch_size=10)
+  budget = 50 * DIM * 4 / 2**20  # 50 vectors: the batches of 2 steps a pass.
+  heads = [head_lib.train_head((x[:240], labels[:240]),
+                               (vectors[240:], labels[240:]), num_classes=3,
+                               schedule=schedule, seed=3, memory_mb=budget)
+           for x in (vectors, lazy)]
+  assert len(reads) == 20 and max(reads) <= 40, reads
+  np.testing.assert_array_equal(heads[1].weights, heads[0].weights)
+  assert heads[1].curves == heads[0].curves
 
 
 @pytest.mark.parametrize('recipe', ['standard', 'retrain'])

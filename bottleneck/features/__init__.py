@@ -10,6 +10,7 @@
   store         the crash-safe store of one backbone's vectors: segments and a
                 journal, compacted as it grows
   segments      the store's immutable HDF5 segment files; lazy StoredVectors
+  digest_index  a segment's digests in ascending order, found by binary search
   journal       the store's append-only file of vectors not yet in a segment
   disk_errors   a cache file the machine cannot use, told apart from damage
   cache         the cache stage: decode and run the backbone only for new photos

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from bottleneck import config
 from bottleneck import errors
 from bottleneck import publish
 from bottleneck.features import cache
@@ -41,6 +42,13 @@ from bottleneck.features import tflite
 # such differences apart. A copy beyond 1e-3 computes something else (an op
 # converted differently) and its vectors must not share the cache.
 TOLERANCE = 1e-3
+# What the store's float16 segments (config.STORE_VECTOR_DTYPE) add: a vector
+# read back differs from the one computed by at most 2**-11 (4.9e-4) of its
+# largest value (segments.py keeps float32 where float16 cannot). The copy's
+# check above compares vectors as computed; a comparison of
+# a vector read from the store allows this much more per side read from it,
+# so that TOLERANCE still bounds what the runtimes differ by.
+STORE_ROUNDING = 2.0**-11 if config.STORE_VECTOR_DTYPE == 'float16' else 0.0
 # Decoded photos the check compares the copy on.
 CHECK_PHOTOS = 8
 
@@ -98,6 +106,12 @@ def float_copy(backbone, bottleneck_dir, check_images):
         f'cache allows ({TOLERANCE:g}), so it is not used. Run with '
         '--backbone_runtime tensorflow.')
   return data
+
+
+def tolerance(stored_sides):
+  """TOLERANCE for vectors of which `stored_sides` (0-2) were read from the
+  store, with its rounding (STORE_ROUNDING) added per side."""
+  return TOLERANCE + stored_sides * STORE_ROUNDING
 
 
 def relative_difference(expected, got):

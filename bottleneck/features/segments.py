@@ -5,15 +5,28 @@ fsynced and renamed, and never changed after:
 
   <stem>.h5          segment 0: the single file of caches before segments
                      (format 2), read as it is, so old caches keep working
-  <stem>.seg-<n>.h5  segment n >= 1
+  <stem>.seg-<n>.h5  segment n >= 1 (format 3; format 2 before it)
       attrs:     format, backbone, identity, image_size, feature_dim,
                  preprocessing; merged: int64 [m], the segments it replaces
                  (a compaction's output), else empty
-      digests:   |S64 [rows]            hex SHA-256 of each photo's bytes
-      vectors:   [rows, dim] of the backbone's vector_dtype; row i is the
-                 vector of digests[i]
-      (both chunked with Fletcher-32 checksums: a flipped byte fails the
+      digests:   uint8 [rows, 32]       SHA-256 of each photo's bytes (format
+                 3; format 2: |S64 [rows], the same in hex)
+      order:     int64 [rows]           the rows in ascending digest order
+                 (format 3), so that opening sorts nothing (`digest_index`;
+                 format 2 has none: its digests are sorted when opened)
+      vectors:   [rows, dim] float16 (format 3, `config.STORE_VECTOR_DTYPE`)
+                 or float32 (format 2, or a segment float16 cannot hold:
+                 `NotFloat16`); row i is the vector of digests[i]
+      (all chunked with Fletcher-32 checksums: a flipped byte fails the
       read instead of serving a wrong vector)
+
+Float16 keeps 11 significant bits: a vector read back differs from the one
+computed by at most 2**-11 (4.9e-4) of each value, or of its largest value
+for values below 6.1e-5; a segment whose vectors float16 cannot keep so
+(a value beyond +-65504, a vector whose largest value is below 6.1e-5, as
+untrained backbones give) is written as float32 instead. On the flower photos'
+2,176-wide vectors that changed no test accuracy or unknown rate measured
+(README.md, The bottleneck cache).
 
 `StoredVectors` is a lazy [n, dim] matrix of rows of segments, read a block
 at a time in the order of the files.
@@ -28,11 +41,21 @@ import numpy as np
 
 from bottleneck import errors
 from bottleneck import publish
+from bottleneck.features import digest_index
 from bottleneck.features import disk_errors
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 BLOCK_ROWS = 4096  # Rows read or copied at a time: memory stays bounded.
 _CHUNK_ROWS = 64
+
+
+class NotFloat16(ValueError):
+  """Float16 would change a vector by more than 2**-11 of its largest value.
+
+  A finite value beyond float16's range (+-65504) would become inf; a vector
+  whose largest value is below float16's smallest normal number (6.1e-5)
+  would be rounded by more than 2**-11 of it (or become zeros).
+  """
 
 
 class DamagedVectors(errors.DataError):
@@ -80,7 +103,7 @@ class Segment:
   """A checked segment: its number, path, digests and what it replaced."""
   number: int
   path: str
-  digests: np.ndarray  # |S32 [rows], the digests' bytes.
+  index: digest_index.SortedDigests  # Its digests, ascending, and their rows.
   merged: tuple
 
 
@@ -101,32 +124,48 @@ def check(number, path, backbone):
     if f.attrs.get('identity') != backbone.identity:
       raise ValueError(f'it holds vectors of another backbone '
                        f'({f.attrs.get("backbone")})')
-    hexes = f['digests'][:]
+    stored = f['digests'][:]
     vectors = f['vectors']
-    if vectors.shape != (len(hexes), backbone.feature_dim):
+    if vectors.shape != (len(stored), backbone.feature_dim):
       raise ValueError(f'{vectors.shape[0]} vectors of {vectors.shape[1]} '
-                       f'for {len(hexes)} digests of {backbone.feature_dim}')
-    digests = np.frombuffer(bytes.fromhex(hexes.tobytes().decode('ascii')),
-                            'S32')
+                       f'for {len(stored)} digests of {backbone.feature_dim}')
+    if stored.ndim == 1:  # Format 2: hex.
+      digests = digest_index.from_hex_array(stored)
+    elif stored.shape[1:] == (32,) and stored.dtype == np.uint8:
+      digests = np.ascontiguousarray(stored).view('S32').reshape(-1)
+    else:
+      raise ValueError(f'digests of {stored.dtype} {stored.shape}')
+    order = f['order'][:] if 'order' in f else None
     merged = tuple(int(n) for n in f.attrs.get('merged', ()))
-  return Segment(number, path, digests, merged)
+  return Segment(number, path, digest_index.SortedDigests(digests, order),
+                 merged)
 
 
-def write(path, backbone, digests, blocks, merged=()):
+def write(path, backbone, digests, blocks, merged=(), dtype=None):
   """Writes a segment durably: beside `path`, fsync, rename, fsync folder.
 
   Args:
     path: its final path.
     backbone: the `backbones.Backbone` of the vectors.
-    digests: |S32 [rows] numpy array, the digests' bytes.
+    digests: |S32 [rows] numpy array, the digests' bytes, all distinct.
     blocks: iterable of [r, dim] arrays, the rows in order (sum of r = rows).
     merged: the numbers of the segments this one replaces (a compaction).
+    dtype: of the vectors on disk: 'float16' or 'float32'; None for the
+      backbone's vector_dtype.
 
   Returns:
     The bytes written.
+
+  Raises:
+    NotFloat16: float16 cannot hold the vectors within 2**-11 of their
+      largest values (nothing is left on disk; write them as float32).
   """
   tmp = f'{path}.tmp{os.getpid()}'
   count, dim = len(digests), backbone.feature_dim
+  order = digest_index.sort_order(digests)
+  if count > 1 and not np.all(digests[order[1:]] > digests[order[:-1]]):
+    raise AssertionError('a digest is twice among a segment\'s rows')
+  dtype = np.dtype(dtype or backbone.vector_dtype).newbyteorder('<')
   try:
     # libver='latest': the file format with checksums on its metadata too.
     with h5py.File(tmp, 'w', libver='latest') as out:
@@ -135,18 +174,22 @@ def write(path, backbone, digests, blocks, merged=()):
                        image_size=list(backbone.image_size),
                        feature_dim=dim, preprocessing=backbone.preprocessing,
                        merged=np.asarray(merged, np.int64))
-      # Not digests.tolist(): numpy drops a |S32 value's trailing zero bytes.
-      hexes = np.frombuffer(np.ascontiguousarray(digests).tobytes().hex()
-                            .encode('ascii'), 'S64')
-      out.create_dataset('digests', data=hexes, chunks=(min(count, 1024) or 1,),
-                         maxshape=(None,), fletcher32=True)
+      # Bytes, not strings: numpy and HDF5 strings drop trailing zero bytes.
+      out.create_dataset(
+          'digests', data=np.frombuffer(np.ascontiguousarray(digests).tobytes(),
+                                        np.uint8).reshape(count, 32),
+          chunks=(min(count, 4096) or 1, 32), maxshape=(None, 32),
+          fletcher32=True)
+      out.create_dataset('order', data=order.astype('<i8'),
+                         chunks=(min(count, 4096) or 1,), maxshape=(None,),
+                         fletcher32=True)
       vectors = out.create_dataset(
-          'vectors', (count, dim), np.dtype(backbone.vector_dtype).newbyteorder(
-              '<'), chunks=(min(count, _CHUNK_ROWS) or 1, dim),
+          'vectors', (count, dim), dtype,
+          chunks=(min(count, _CHUNK_ROWS) or 1, dim),
           maxshape=(None, dim), fletcher32=True)
       at = 0
       for block in blocks:
-        vectors[at:at + len(block)] = block
+        vectors[at:at + len(block)] = _cast(block, dtype)
         at += len(block)
       if at != count:
         raise AssertionError(f'{at} vectors written for {count} digests')
@@ -159,6 +202,22 @@ def write(path, backbone, digests, blocks, merged=()):
       os.remove(tmp)
     raise
   return os.path.getsize(path)
+
+
+def _cast(block, dtype):
+  """[r, dim] block as dtype; NotFloat16 rather than a vector float16 spoils."""
+  block = np.asarray(block)
+  if dtype.itemsize == 2 and block.dtype != np.float16 and block.size:
+    largest = np.abs(block).max(axis=1)
+    info = np.finfo(np.float16)
+    wrong = ((largest > info.max) & np.isfinite(largest) |
+             (largest > 0) & (largest < info.tiny))
+    if wrong.any():
+      raise NotFloat16(
+          f'a vector whose largest value is {largest[wrong][0]:g}, which '
+          f'float16 cannot keep within 2**-11 (its normal numbers are '
+          f'{info.tiny:.2g} to {info.max:g})')
+  return block.astype(dtype)
 
 
 class StoredVectors:

@@ -13,6 +13,11 @@ of N writes O(k) bytes, not O(N):
   <stem>.h5           the single file of caches made before segments: read
                       as segment 0, so they keep working.
 
+Opening reads each segment's digests and the order that sorts them (format 3)
+and sorts nothing; finding a digest is a binary search in each segment, the
+largest first (`digest_index`). A digest is in one segment at most: a commit
+writes only digests the store does not hold, and a merge replaces its inputs.
+
 Compaction (LSM stores' and Lucene's size-tiered merging): a segment's level
 is floor(log_F(rows)) for F = `config.STORE_MERGE_FACTOR`; when F segments
 share a level, they are merged into one new segment of the next level. A
@@ -45,6 +50,7 @@ import numpy as np
 
 from bottleneck import config
 from bottleneck import publish
+from bottleneck.features import digest_index
 from bottleneck.features import disk_errors
 from bottleneck.features import journal as journal_lib
 from bottleneck.features import segments
@@ -79,6 +85,8 @@ class VectorStore:
     self._backbone = backbone
     self._dim = backbone.feature_dim
     self._dtype = np.dtype(backbone.vector_dtype).newbyteorder('<')
+    self._disk_dtype = ('float16' if backbone.vector_dtype == 'float16' else
+                        config.STORE_VECTOR_DTYPE)
     self._journal = journal_lib.Journal(
         os.path.splitext(path)[0] + '.journal', backbone)
     folder = os.path.dirname(self.path) or '.'
@@ -86,7 +94,6 @@ class VectorStore:
       if segments.is_leftover(self.path, name):
         os.remove(os.path.join(folder, name))
     self._segments = self._load_segments()
-    self._reindex()
     self._pending = set()
     if self._journal.exists():
       self.commit()  # Folds in what a killed run computed.
@@ -95,18 +102,18 @@ class VectorStore:
     return digest in self._pending or bool(self._find([digest])[0][0])
 
   def __len__(self):
-    return len(self._keys) + len(self._pending)
+    return sum(self.segment_rows.values()) + len(self._pending)
 
   def missing(self, digests):
     """The digests of the list that the store does not hold, in order."""
-    found, _ = self._find(digests)
-    return [d for d, f in zip(digests, found)
-            if not f and d not in self._pending]
+    found = self._find(digests)[0]
+    return [digests[i] for i in np.flatnonzero(~found)
+            if digests[i] not in self._pending]
 
   @property
   def segment_rows(self):
     """{segment number: rows} of the live segments."""
-    return {n: len(s.digests) for n, s in self._segments.items()}
+    return {n: len(s.index) for n, s in self._segments.items()}
 
   def append(self, digests, vectors):
     """Durably stores [len(digests), dim] vectors (journal + fsync)."""
@@ -118,15 +125,13 @@ class VectorStore:
     self.close()
     fresh = self._new(self._journal.records())
     if fresh:
-      digests = np.frombuffer(
-          bytes.fromhex(''.join(d for _, _, d in fresh)), 'S32')
+      digests = digest_index.from_hex([d for _, _, d in fresh])
       number = self._next_number()
       path = segments.new_path(self.path, number)
-      with disk_errors.machine_errors(path, 'write'):
-        self.bytes_written += segments.write(path, self._backbone, digests,
-                                             self._journal.vectors(fresh))
-      self._segments[number] = segments.Segment(number, path, digests, ())
-      self._reindex()
+      self.bytes_written += self._write(
+          path, digests, lambda: self._journal.vectors(fresh))
+      self._segments[number] = segments.Segment(
+          number, path, digest_index.SortedDigests(digests), ())
     self._journal.remove()
     self._pending.clear()
     self._compact()
@@ -155,11 +160,10 @@ class VectorStore:
       check: read it through once, so that a damaged segment is found (and
         set aside: `DamagedVectors`) now rather than by whoever reads it.
     """
-    found, at = self._find(digests)
+    found, segment, row, paths = self._find(digests)
     if not found.all():
       raise KeyError(f'{np.sum(~found)} digests are not in the store')
-    lazy = segments.StoredVectors(self._paths, self._seg[at], self._row[at],
-                                  self._dtype, self._dim)
+    lazy = segments.StoredVectors(paths, segment, row, self._dtype, self._dim)
     if check:
       for _ in self._blocks(lazy):
         pass
@@ -175,7 +179,6 @@ class VectorStore:
     except DamagedVectors as e:
       number = next(n for n, s in self._segments.items() if s.path == e.path)
       self._set_aside(self._segments.pop(number).path, e)
-      self._reindex()
       raise
 
   def _load_segments(self):
@@ -201,30 +204,31 @@ class VectorStore:
     logging.warning('The bottleneck cache %s is damaged (%s); moved it to %s '
                     'and computing its vectors again.', path, error, damaged)
 
-  def _reindex(self):
-    """The sorted index digest -> (segment, row) over the live segments."""
-    live = list(self._segments.values())
-    self._paths = [s.path for s in live]
-    keys = np.concatenate([np.zeros(0, 'S32')] + [s.digests for s in live])
-    seg = np.repeat(np.arange(len(live), dtype=np.int32),
-                    [len(s.digests) for s in live])
-    row = np.concatenate([np.zeros(0, np.int64)] + [
-        np.arange(len(s.digests)) for s in live])
-    order = np.argsort(keys, kind='stable')  # The lowest number first.
-    keys = keys[order]
-    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else order == 0
-    self._keys, self._seg, self._row = (
-        keys[first], seg[order][first], row[order][first])
-
   def _find(self, digests):
-    """(found bool [n], index positions int [n]) of hex digests."""
-    keys = np.frombuffer(bytes.fromhex(''.join(digests)), 'S32') if len(
-        digests) else np.zeros(0, 'S32')
-    at = np.searchsorted(self._keys, keys)
-    inside = at < len(self._keys)
-    found = np.zeros(len(keys), bool)
-    found[inside] = self._keys[at[inside]] == keys[inside]
-    return found, np.where(found, at, 0)
+    """Where hex digests are: (found, segment, row, paths).
+
+    Returns:
+      found: bool [n]; segment: int64 [n], an index into `paths` (-1 where
+      not found); row: int64 [n], the row in that segment; paths: list of
+      the live segments' paths.
+    """
+    keys = digest_index.from_hex(digests)
+    prefixes = digest_index.prefixes(keys)
+    live = sorted(self._segments.values(), key=lambda s: -len(s.index))
+    segment = np.full(len(keys), -1, np.int64)
+    row = np.zeros(len(keys), np.int64)
+    todo = None  # All of them, until the first segment is searched.
+    for i, s in enumerate(live):
+      at = (s.index.find(keys, prefixes) if todo is None else
+            s.index.find(keys[todo], prefixes[todo]))
+      hit = at >= 0
+      where = np.flatnonzero(hit) if todo is None else todo[hit]
+      segment[where] = i
+      row[where] = at[hit]
+      todo = np.flatnonzero(~hit) if todo is None else todo[~hit]
+      if not len(todo):
+        break
+    return segment >= 0, segment, row, [s.path for s in live]
 
   def _next_number(self):
     used = [0] + list(self._segments) + [
@@ -247,32 +251,52 @@ class VectorStore:
 
   def _merge(self, group):
     """Writes the rows of the segments `group` into one; False if damaged."""
-    index = {s.number: i for i, s in enumerate(self._segments.values())}
-    wanted = np.isin(self._seg, [index[n] for n in group])
-    # The rows in the files' order, so that reading them is sequential.
-    order = np.lexsort((self._row[wanted], self._seg[wanted]))
-    lazy = segments.StoredVectors(self._paths, self._seg[wanted][order],
-                                  self._row[wanted][order], self._dtype,
-                                  self._dim)
-    digests = self._keys[wanted][order]
+    inputs = [self._segments[n] for n in group]
+    # Each input's rows in its file's order, so that reading is sequential.
+    rows, digests = zip(*[s.index.in_file_order() for s in inputs])
+    lazy = segments.StoredVectors(
+        [s.path for s in inputs],
+        np.repeat(np.arange(len(inputs)), [len(r) for r in rows]),
+        np.concatenate(rows), self._dtype, self._dim)
+    digests = np.concatenate(digests)
     number = self._next_number()
     path = segments.new_path(self.path, number)
     try:
-      with disk_errors.machine_errors(path, 'write'):
-        self.bytes_written += segments.write(
-            path, self._backbone, digests,
-            (block for _, block in self._blocks(lazy)), merged=group)
+      self.bytes_written += self._write(
+          path, digests, lambda: (block for _, block in self._blocks(lazy)),
+          merged=group)
     except DamagedVectors:
       return False  # Set aside; its photos are computed again.
     for n in group:
       os.remove(self._segments.pop(n).path)
     publish.fsync_dir(os.path.dirname(self.path))
-    self._segments[number] = segments.Segment(number, path, digests,
-                                              tuple(group))
-    self._reindex()
+    self._segments[number] = segments.Segment(
+        number, path, digest_index.SortedDigests(digests), tuple(group))
     return True
+
+  def _write(self, path, digests, blocks, merged=()):
+    """segments.write at the store's dtype, float32 if float16 cannot hold it.
+
+    Args:
+      path, digests, merged: as for `segments.write`.
+      blocks: function -> a new iterable of the rows' blocks (called again if
+        float16 cannot hold them).
+
+    Returns:
+      The bytes written.
+    """
+    dtype = self._disk_dtype
+    while True:
+      try:
+        with disk_errors.machine_errors(path, 'write'):
+          return segments.write(path, self._backbone, digests, blocks(),
+                                merged=merged, dtype=dtype)
+      except segments.NotFloat16 as e:
+        logging.warning('%s: %s; this segment keeps its vectors as float32.',
+                        path, e)
+        dtype = 'float32'
 
   def _new(self, records):
     """The journal's records (block, row, digest) whose digest is not stored."""
-    found, _ = self._find([d for _, _, d in records])
+    found = self._find([d for _, _, d in records])[0]
     return [r for r, f in zip(records, found) if not f]

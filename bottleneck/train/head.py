@@ -3,13 +3,23 @@
 The same model and schedule as retrain.py's final layer: one dense layer,
 weights from a truncated normal with stddev 0.001, plain gradient descent on
 the mean softmax cross entropy, a random batch (with replacement) per step, and
-an evaluation every `eval_step_interval` steps. All vectors are held in memory;
-a step costs one [batch, features] x [features, classes] product and its
-gradient, so training takes a small fraction of the cache stage (README.md,
-Performance, has the measured figures).
+an evaluation every `eval_step_interval` steps. A step costs one [batch,
+features] x [features, classes] product and its gradient, so training takes a
+small fraction of the cache stage (README.md, Performance, has the measured
+figures).
+
+Above --vector_memory_mb the training vectors are lazy
+(`segments.StoredVectors`): the batches of as many steps as the budget holds
+are drawn first (from the same generator, in the same order, so the head is
+the one the vectors in memory give), then their rows are read in one pass
+over the store, in the files' order. Random batches touch nearly every chunk
+of the store, so a pass reads all of it: 4,000 steps of 100 at a budget of
+120,000 vectors make 4 passes. The validation vectors (10% of the photos by
+default) are read whole, as calibration reads them.
 """
 
 import dataclasses
+import math
 
 from absl import logging
 import numpy as np
@@ -79,7 +89,7 @@ class Schedule:
 
 
 def train_head(train, validation, *, num_classes, schedule, seed,
-               summaries_dir=None):
+               summaries_dir=None, memory_mb=math.inf):
   """Trains the softmax layer, logging retrain.py's lines as it goes.
 
   The step is written out in NumPy: for a [100, 1280] x [1280, 5] product a
@@ -94,11 +104,16 @@ def train_head(train, validation, *, num_classes, schedule, seed,
     seed: int; the same seed and data give the same head.
     summaries_dir: if set, TensorBoard scalars go to its train/ and validation/
       subfolders.
+    memory_mb: the MiB of float32 training vectors read at a time when they
+      are lazy (`segments.StoredVectors`); see the module docstring.
 
   Returns:
     A `Head`.
   """
-  train_x, train_y = _arrays(train)
+  train_x, train_y = train
+  train_y = np.asarray(train_y, np.int64).reshape([-1])
+  if not hasattr(train_x, 'blocks'):  # Lazy: segments.StoredVectors.
+    train_x = np.asarray(train_x, np.float32)
   val_x, val_y = _arrays(validation)
   rng = np.random.default_rng(seed)
   head = Head(_truncated_normal(np.random.default_rng([seed, 0]),
@@ -108,9 +123,11 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   rate = np.float32(schedule.learning_rate)
   writers = (summaries.Writer(summaries_dir, ('train', 'validation'))
              if summaries_dir else None)
-  for i in range(schedule.steps):
-    indices = sample(rng, len(train_y), schedule.train_batch_size)
-    vectors = train_x[indices]
+  rows = (schedule.train_batch_size if isinstance(train_x, np.ndarray) else
+          max(schedule.train_batch_size, int(memory_mb * 2**20 / (
+              4 * train_x.shape[1]))))
+  draws = _draws(rng, schedule, train_x, len(val_y), rows)
+  for i, (indices, vectors, val_indices) in enumerate(draws):
     log_probabilities = head.log_probabilities(vectors)
     # Gradient of the mean cross entropy with respect to the logits.
     gradient = np.exp(log_probabilities)
@@ -127,11 +144,10 @@ def train_head(train, validation, *, num_classes, schedule, seed,
     logging.info('Step %d: Cross entropy = %f', i, loss)
     scalars = {'train': (train_accuracy, loss)}
     if len(val_y):
-      indices = sample(rng, len(val_y), schedule.validation_batch_size)
       val_loss, val_accuracy = _loss_and_accuracy(
-          head.log_probabilities(val_x[indices]), val_y[indices])
+          head.log_probabilities(val_x[val_indices]), val_y[val_indices])
       logging.info('Step %d: Validation accuracy = %.1f%% (N=%d)', i,
-                   val_accuracy * 100, len(indices))
+                   val_accuracy * 100, len(val_indices))
       scalars['validation'] = (val_accuracy, val_loss)
     val_accuracy, val_loss = scalars.get('validation', (None, None))
     add_point(curve, step=i, train_accuracy=train_accuracy, train_loss=loss,
@@ -142,6 +158,37 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   if writers:
     writers.close()
   return head
+
+
+def _draws(rng, schedule, train_x, val_count, rows):
+  """Yields each step's (train indices, their vectors, validation indices).
+
+  The indices are drawn from `rng` in the order the steps used to draw them
+  (a step's batch, then, at an evaluation step, its validation sample: None
+  at other steps), the batches of as many steps as `rows` rows hold at a
+  time; lazy vectors are then read in one pass (module docstring).
+  """
+  step = 0
+  while step < schedule.steps:
+    span, drawn = [], 0
+    while step < schedule.steps and (
+        not span or drawn + schedule.train_batch_size <= rows):
+      indices = sample(rng, len(train_x), schedule.train_batch_size)
+      evaluate = not (step % schedule.eval_step_interval and
+                      step + 1 != schedule.steps)
+      span.append((indices, sample(rng, val_count,
+                                   schedule.validation_batch_size)
+                   if evaluate and val_count else None))
+      drawn += len(indices)
+      step += 1
+    if isinstance(train_x, np.ndarray):
+      for indices, val_indices in span:
+        yield indices, train_x[indices], val_indices
+      continue
+    wanted = np.unique(np.concatenate([indices for indices, _ in span]))
+    read = np.asarray(train_x[wanted], np.float32)
+    for indices, val_indices in span:
+      yield indices, read[np.searchsorted(wanted, indices)], val_indices
 
 
 def predicted_classes(head, vectors):

@@ -26,7 +26,9 @@ def train_head(config, train, validation, *, num_classes, summaries_dir=None,
 
   Args:
     config: a `config.RetrainConfig`.
-    train: (vectors float32 [n, feature_dim], labels int [n]).
+    train: (vectors float32 [n, feature_dim], labels int [n]); the vectors
+      may be lazy (`segments.StoredVectors`, above --vector_memory_mb): both
+      recipes then read them from the store a block at a time.
     validation: the same, may be empty.
     num_classes: number of classes.
     summaries_dir: if set, TensorBoard scalars go to its train/ and validation/
@@ -47,7 +49,8 @@ def train_head(config, train, validation, *, num_classes, summaries_dir=None,
   if config.head_recipe == 'retrain':
     return head_lib.train_head(train, validation, num_classes=num_classes,
                                schedule=schedule, seed=config.random_seed,
-                               summaries_dir=summaries_dir)
+                               summaries_dir=summaries_dir,
+                               memory_mb=config.vector_memory_mb)
   ignored = [f'--{name}' for name in RETRAIN_ONLY if getattr(config, name) !=
              config_lib.RETRAIN_DEFAULTS[name]]
   if ignored:
