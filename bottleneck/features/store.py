@@ -30,8 +30,7 @@ A run killed at any moment loses at most the vectors computed since the
 journal's last write: the journal's torn last record fails its length or CRC
 check and is dropped, and the next run folds the good records into a new
 segment. Opening checks each segment's metadata and digests; its vectors'
-Fletcher-32 sums are checked as they are read, so a run reads only the
-vectors it uses. A damaged segment (truncated, flipped bytes, another
+Fletcher-32 sums are checked as they are read (only the vectors a run uses). A damaged segment (truncated, flipped bytes, another
 backbone's) is renamed to `<its name>.damaged-<time>` with a warning, and only
 its vectors are computed again (`cache` asks for them).
 
