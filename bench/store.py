@@ -202,11 +202,11 @@ def main(work_dir, memory_budgets, sizes=SIZES):
         for budget in memory_budgets:  # The same add part in each child.
           results[n, k, budget]['add_seconds'] = float(np.median(adds))
           results[n, k, budget]['add_range'] = (min(adds), max(adds))
+          results[n, k, budget]['add_runs'] = len(adds)
       shutil.rmtree(folder)
   finally:
     shutil.rmtree(work_dir, ignore_errors=True)
   small, large = sizes
-  rounds = max(ADD_ROUNDS, len(memory_budgets))
   print(f'\n| case | N = {small:,} | N = {large:,} | ratio {_short(large)}/'
         f'{_short(small)} | target |')
   print('|---|---|---|---|---|')
@@ -220,7 +220,7 @@ def main(work_dir, memory_budgets, sizes=SIZES):
       raw_target = None if k_small != k_large else 1.5
       rows += [
           (f'{label} (k = {k_small:,} / {k_large:,}): seconds (open, find '
-           f'new, journal, commit; median of {rounds} runs)',
+           f'new, journal, commit; median of {a["add_runs"]} runs)',
            a['add_seconds'], b['add_seconds'], '{:.3f} s', raw_target),
           (f'{label}: bytes the store wrote', a['store_bytes'],
            b['store_bytes'], '{:,.0f}', raw_target),
@@ -250,7 +250,7 @@ def main(work_dir, memory_budgets, sizes=SIZES):
       print(f'<!-- {label}, budget {budget:g}: streamed {a["streamed"]} / '
             f'{b["streamed"]}; test accuracy {a["accuracy"]:.3f} / '
             f'{b["accuracy"]:.3f}; segments {a["segments"]} / '
-            f'{b["segments"]}; add seconds, {rounds} runs, from '
+            f'{b["segments"]}; add seconds, {a["add_runs"]} runs, from '
             f'{a["add_range"][0]:.3f}-{a["add_range"][1]:.3f} / '
             f'{b["add_range"][0]:.3f}-{b["add_range"][1]:.3f} -->')
   for name, a, b, fmt, target in rows:

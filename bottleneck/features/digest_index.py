@@ -39,6 +39,33 @@ def prefixes(keys):
   return words[::4].astype(np.uint64)
 
 
+def locate(indexes, digests):
+  """Where hex digests are among segments: the first index that holds each.
+
+  Args:
+    indexes: list of `SortedDigests`, searched in order (a digest is in one
+      segment at most, so the order only decides how fast: largest first).
+    digests: list of n hex digest strings.
+
+  Returns:
+    (segment int64 [n], the position in `indexes`, -1 where none holds it;
+    row int64 [n], the row in that segment).
+  """
+  keys = from_hex(digests)
+  key_prefixes = prefixes(keys)
+  segment = np.full(len(keys), -1, np.int64)
+  row = np.zeros(len(keys), np.int64)
+  todo = np.arange(len(keys))
+  for i, index in enumerate(indexes):
+    if not len(todo):
+      break
+    at = index.find(keys[todo], key_prefixes[todo])
+    hit = at >= 0
+    segment[todo[hit]], row[todo[hit]] = i, at[hit]
+    todo = todo[~hit]
+  return segment, row
+
+
 def sort_order(digests):
   """int64 [n]: the rows of |S32 [n] digests in ascending order (stable)."""
   return np.argsort(digests, kind='stable').astype(np.int64)

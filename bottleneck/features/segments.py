@@ -141,7 +141,8 @@ def check(number, path, backbone):
                  merged)
 
 
-def write(path, backbone, digests, blocks, merged=(), dtype=None):
+def write(path, backbone, digests, blocks, merged=(), dtype=None,
+          order=None):
   """Writes a segment durably: beside `path`, fsync, rename, fsync folder.
 
   Args:
@@ -152,6 +153,8 @@ def write(path, backbone, digests, blocks, merged=(), dtype=None):
     merged: the numbers of the segments this one replaces (a compaction).
     dtype: of the vectors on disk: 'float16' or 'float32'; None for the
       backbone's vector_dtype.
+    order: int [rows], the rows in ascending digest order, if the caller
+      has it (`digest_index.SortedDigests.rows`); None to sort them here.
 
   Returns:
     The bytes written.
@@ -162,8 +165,9 @@ def write(path, backbone, digests, blocks, merged=(), dtype=None):
   """
   tmp = f'{path}.tmp{os.getpid()}'
   count, dim = len(digests), backbone.feature_dim
-  order = digest_index.sort_order(digests)
-  if count > 1 and not np.all(digests[order[1:]] > digests[order[:-1]]):
+  order = digest_index.sort_order(digests) if order is None else order
+  if len(order) != count or count > 1 and not np.all(
+      digests[order[1:]] > digests[order[:-1]]):
     raise AssertionError('a digest is twice among a segment\'s rows')
   dtype = np.dtype(dtype or backbone.vector_dtype).newbyteorder('<')
   try:

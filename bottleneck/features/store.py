@@ -15,8 +15,9 @@ of N writes O(k) bytes, not O(N):
 
 Opening reads each segment's digests and the order that sorts them (format 3)
 and sorts nothing; finding a digest is a binary search in each segment, the
-largest first (`digest_index`). A digest is in one segment at most: a commit
-writes only digests the store does not hold, and a merge replaces its inputs.
+largest first (`digest_index.locate`). A digest is in one segment at most:
+a commit writes only digests the store does not hold, and a merge replaces
+its inputs.
 
 Compaction (LSM stores' and Lucene's size-tiered merging): a segment's level
 is floor(log_F(rows)) for F = `config.STORE_MERGE_FACTOR`; when F segments
@@ -30,7 +31,8 @@ A run killed at any moment loses at most the vectors computed since the
 journal's last write: the journal's torn last record fails its length or CRC
 check and is dropped, and the next run folds the good records into a new
 segment. Opening checks each segment's metadata and digests; its vectors'
-Fletcher-32 sums are checked as they are read (only the vectors a run uses). A damaged segment (truncated, flipped bytes, another
+Fletcher-32 sums are checked as they are read, so a run reads only the
+vectors it uses. A damaged segment (truncated, flipped bytes, another
 backbone's) is renamed to `<its name>.damaged-<time>` with a warning, and only
 its vectors are computed again (`cache` asks for them).
 
@@ -127,10 +129,10 @@ class VectorStore:
       digests = digest_index.from_hex([d for _, _, d in fresh])
       number = self._next_number()
       path = segments.new_path(self.path, number)
+      index = digest_index.SortedDigests(digests)
       self.bytes_written += self._write(
-          path, digests, lambda: self._journal.vectors(fresh))
-      self._segments[number] = segments.Segment(
-          number, path, digest_index.SortedDigests(digests), ())
+          path, digests, index, lambda: self._journal.vectors(fresh))
+      self._segments[number] = segments.Segment(number, path, index, ())
     self._journal.remove()
     self._pending.clear()
     self._compact()
@@ -211,22 +213,8 @@ class VectorStore:
       not found); row: int64 [n], the row in that segment; paths: list of
       the live segments' paths.
     """
-    keys = digest_index.from_hex(digests)
-    prefixes = digest_index.prefixes(keys)
     live = sorted(self._segments.values(), key=lambda s: -len(s.index))
-    segment = np.full(len(keys), -1, np.int64)
-    row = np.zeros(len(keys), np.int64)
-    todo = None  # All of them, until the first segment is searched.
-    for i, s in enumerate(live):
-      at = (s.index.find(keys, prefixes) if todo is None else
-            s.index.find(keys[todo], prefixes[todo]))
-      hit = at >= 0
-      where = np.flatnonzero(hit) if todo is None else todo[hit]
-      segment[where] = i
-      row[where] = at[hit]
-      todo = np.flatnonzero(~hit) if todo is None else todo[~hit]
-      if not len(todo):
-        break
+    segment, row = digest_index.locate([s.index for s in live], digests)
     return segment >= 0, segment, row, [s.path for s in live]
 
   def _next_number(self):
@@ -258,26 +246,29 @@ class VectorStore:
         np.repeat(np.arange(len(inputs)), [len(r) for r in rows]),
         np.concatenate(rows), self._dtype, self._dim)
     digests = np.concatenate(digests)
+    index = digest_index.SortedDigests(digests)
     number = self._next_number()
     path = segments.new_path(self.path, number)
     try:
       self.bytes_written += self._write(
-          path, digests, lambda: (block for _, block in self._blocks(lazy)),
-          merged=group)
+          path, digests, index,
+          lambda: (block for _, block in self._blocks(lazy)), merged=group)
     except DamagedVectors:
       return False  # Set aside; its photos are computed again.
     for n in group:
       os.remove(self._segments.pop(n).path)
     publish.fsync_dir(os.path.dirname(self.path))
-    self._segments[number] = segments.Segment(
-        number, path, digest_index.SortedDigests(digests), tuple(group))
+    self._segments[number] = segments.Segment(number, path, index,
+                                              tuple(group))
     return True
 
-  def _write(self, path, digests, blocks, merged=()):
+  def _write(self, path, digests, index, blocks, merged=()):
     """segments.write at the store's dtype, float32 if float16 cannot hold it.
 
     Args:
       path, digests, merged: as for `segments.write`.
+      index: the digests' `digest_index.SortedDigests` (its order is written
+        with them, so that they are sorted once).
       blocks: function -> a new iterable of the rows' blocks (called again if
         float16 cannot hold them).
 
@@ -289,7 +280,7 @@ class VectorStore:
       try:
         with disk_errors.machine_errors(path, 'write'):
           return segments.write(path, self._backbone, digests, blocks(),
-                                merged=merged, dtype=dtype)
+                                merged=merged, dtype=dtype, order=index.rows)
       except segments.NotFloat16 as e:
         logging.warning('%s: %s; this segment keeps its vectors as float32.',
                         path, e)

@@ -110,11 +110,8 @@ def train_head(train, validation, *, num_classes, schedule, seed,
   Returns:
     A `Head`.
   """
-  train_x, train_y = train
-  train_y = np.asarray(train_y, np.int64).reshape([-1])
-  if not hasattr(train_x, 'blocks'):  # Lazy: segments.StoredVectors.
-    train_x = np.asarray(train_x, np.float32)
-  val_x, val_y = _arrays(validation)
+  train_x, train_y = arrays(train, keep_lazy=True)
+  val_x, val_y = arrays(validation)
   rng = np.random.default_rng(seed)
   head = Head(_truncated_normal(np.random.default_rng([seed, 0]),
                                 [train_x.shape[1], num_classes], stddev=0.001),
@@ -205,10 +202,19 @@ def predicted_classes(head, vectors):
   return classes
 
 
-def _arrays(split):
+def arrays(split, *, keep_lazy=False):
+  """(float32 [n, feature_dim] vectors, int64 [n] labels) of a split.
+
+  Args:
+    split: (vectors, labels) as the recipes take them.
+    keep_lazy: leave lazy vectors (`segments.StoredVectors`, above
+      --vector_memory_mb) lazy, for a recipe that reads them in blocks;
+      otherwise they are read whole.
+  """
   vectors, labels = split
-  return (np.asarray(vectors, np.float32),
-          np.asarray(labels, np.int64).reshape([-1]))
+  if not (keep_lazy and hasattr(vectors, 'blocks')):
+    vectors = np.asarray(vectors, np.float32)
+  return vectors, np.asarray(labels, np.int64).reshape([-1])
 
 
 def _truncated_normal(rng, shape, stddev):

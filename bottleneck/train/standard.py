@@ -83,8 +83,8 @@ def train_head(train, validation, *, num_classes, schedule, seed,
     A `head.Head` that takes raw vectors.
   """
   del seed  # Zero start, full batches: the same data give the same head.
-  train_x, train_y = _arrays(train)
-  val_x, val_y = _arrays(validation)
+  train_x, train_y = head_lib.arrays(train, keep_lazy=True)
+  val_x, val_y = head_lib.arrays(validation, keep_lazy=True)
   stats = scaling.Standardization.of(train_x, groups)
   problem = _Problem(_source(stats, train_x), train_y, num_classes,
                      train_x.shape[1])
@@ -245,13 +245,6 @@ def _log(writers, step, fit, val):
     if val:
       writers.scalars('validation', step, accuracy=val[0],
                       cross_entropy=val[1])
-
-
-def _arrays(split):
-  vectors, labels = split
-  if not hasattr(vectors, 'blocks'):  # Lazy vectors stay lazy (_source).
-    vectors = np.asarray(vectors, np.float32)
-  return vectors, np.asarray(labels, np.int64).reshape([-1])
 
 
 def _log_softmax(logits):
